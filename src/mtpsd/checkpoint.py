@@ -1,0 +1,58 @@
+"""Loading checkpoints and choosing device and dtype: one place for every step.
+
+A checkpoint is a plain Hugging Face directory (``save_pretrained`` of model and
+tokenizer). MTP checkpoints also record ``mtp_token_id`` in the model config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mtpsd.errors import MtpsdError
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """``None``/"auto": CUDA if available, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """"auto": bfloat16 on GPU, float32 on CPU (bf16 matmuls are 10-20x slower on our CPUs)."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise MtpsdError(f"unknown dtype {dtype!r}; choose auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def mtp_token_id_of(model) -> int:
+    """The ``<MTP>`` id recorded in a checkpoint's config."""
+    tid = getattr(model.config, "mtp_token_id", None)
+    if tid is None:
+        raise MtpsdError(
+            "model config has no mtp_token_id: run `mtpsd add-mtp-token` on the base model first"
+        )
+    return int(tid)
+
+
+def load_checkpoint(path: str | Path, *, dtype: str = "auto", device: str | None = None,
+                    attn_implementation: str = "sdpa"):
+    """Load ``(model, tokenizer)`` from a checkpoint directory, in eval mode on ``device``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise MtpsdError(f"{path}: not a checkpoint directory (no config.json)")
+    dev = resolve_device(device)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=resolve_dtype(dtype, dev), attn_implementation=attn_implementation
+    ).to(dev)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer

