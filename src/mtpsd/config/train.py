@@ -11,7 +11,7 @@ from mtpsd.config.base import check, field
 @dataclass
 class TrainConfig:
     k_max: int = field(16, help="largest k; k is drawn from [2, k_max] per region (paper: 16)")
-    random_k: bool = field(True, help="draw k at random per sequence; false = 'Static k' ablation (k = k_max)")
+    random_k: bool = field(True, help="draw k ~ U[2, k_max] per micro-batch (one forward shares k); false = 'Static k' ablation (k = k_max)")
     max_length: int = field(160, help="tokens per training text N (paper: 160)")
     num_regions: int | None = field(None, help="MTP regions per sequence M; null = N / (2 k_max)")
     teacher_mode: Literal["hard", "soft", "gt"] = field("hard", help="distillation target")

@@ -1,0 +1,208 @@
+"""Packed training layout: many MTP problems in one sequence (method.md section 3).
+
+A text ``x_0 .. x_{N-1}`` with regions at prediction positions ``p_1 < .. < p_M``
+becomes the student input
+
+    x_0 .. x_{p_1} [MTP]*(k-1) x_{p_1+1} .. x_{p_2} [MTP]*(k-1) x_{p_2+1} ...
+
+- position ids: ground-truth token ``x_t`` keeps ``t``; mask ``j`` (1..k-1) of region
+  ``r`` gets ``p_r + j``;
+- blocked mask: a ground-truth token attends to ground-truth tokens ``t' <= t`` only; a
+  mask of region ``r`` attends to ground-truth tokens ``t' <= p_r`` and to masks of its
+  own region (``j' <= j`` causal; every ``j'`` when ``attention="bidirectional"``);
+- read-out: the logits at ``x_{p_r}`` and at its ``k-1`` masks predict ``x_{p_r+1..p_r+k}``.
+  In packed order these ``k`` positions are consecutive, so read-out order is region
+  order then ``j`` order.
+
+End of text and padding (method.md section 3, "End of text"):
+
+- ``attention_mask (B, N)`` marks real tokens (right padding); a region needs its
+  prefix token real: ``p_r < n_b`` (``n_b`` = real tokens of row ``b``).
+- With ``eos_token_id``, let ``e_b`` be the first EOS of row ``b``. The first region
+  whose targets ``x_{p+1..p+k}`` contain ``e_b`` (``p < e_b <= p + k``) is the row's
+  last region; its targets past ``e_b`` are EOS. Later regions are dropped, and so are
+  ground-truth tokens after ``e_b`` (padding: no attention, no loss).
+- A region whose ``k`` targets run past the last real token without reaching EOS
+  cannot be supervised and is dropped (``sample_layout`` never places one).
+- Padding positions attend only to themselves (so no attention row is empty, which
+  would give NaN in sdpa) and nothing attends to them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mtpsd.errors import MtpsdError
+
+
+@dataclass
+class PackedLayout:
+    """The packed student input and its bookkeeping; every tensor is (B, L)."""
+
+    input_ids: torch.Tensor  # (B, L) student input (ground truth + <MTP>; pad filled with mtp id)
+    position_ids: torch.Tensor  # (B, L)
+    attn_mask: torch.Tensor  # (B, 1, L, L) bool, True = attend (student mask)
+    causal_attn_mask: torch.Tensor  # (B, 1, L, L) bool, the causal variant (teacher mask)
+    is_mtp: torch.Tensor  # (B, L) bool
+    region: torch.Tensor  # (B, L) region index of x_{p_r} and its masks, -1 elsewhere
+    offset: torch.Tensor  # (B, L) j - 1 in 0..k-1 at read-out positions, -1 elsewhere
+    readout: torch.Tensor  # (B, L) bool
+    targets_gt: torch.Tensor  # (B, L) ground-truth target at read-out positions, -100 elsewhere
+    next_gt: torch.Tensor  # (B, L) next ground-truth token at real gt positions (NTP target), -100 elsewhere
+    valid: torch.Tensor  # (B, L) bool, not padding
+    orig_index: torch.Tensor  # (B, L) source index t of ground-truth tokens, -1 for masks/padding
+    k: int
+    regions_per_row: list[list[int]]  # kept prediction positions p_r per row
+
+    @property
+    def num_supervised(self) -> int:
+        return int(self.readout.sum())
+
+    @property
+    def prefix_positions(self) -> torch.Tensor:
+        """(B, L) bool: ground-truth positions outside the regions with an NTP target."""
+        return self.valid & ~self.is_mtp & ~self.readout & (self.next_gt >= 0)
+
+    def num_terms(self, prefix_loss: bool) -> int:
+        """Loss terms this layout contributes (read-outs, plus NTP terms with prefix_loss)."""
+        return self.num_supervised + (int(self.prefix_positions.sum()) if prefix_loss else 0)
+
+
+def default_num_regions(n_tokens: int, k_max: int) -> int:
+    """M = N / (2 k_max) (method.md section 3), at least 1."""
+    return max(1, n_tokens // (2 * k_max))
+
+
+def sample_k(*, k_max: int, random_k: bool, generator: torch.Generator) -> int:
+    """k ~ U{2..k_max} (paper's best setting) or k = k_max ("Static k" ablation)."""
+    if not random_k:
+        return k_max
+    return int(torch.randint(2, k_max + 1, (1,), generator=generator))
+
+
+def sample_positions(n_tokens: int, *, k: int, num_regions: int,
+                     generator: torch.Generator) -> torch.Tensor:
+    """Evenly spaced prediction positions with a random ("rolling") offset, (M,).
+
+    Valid positions are ``p in [0, n - k - 1]`` (all ``k`` targets inside the text);
+    with ``span = n - k`` and ``stride = span / M``, ``p_r = floor(o + r * stride)`` for
+    ``o ~ U[0, stride)``, so over training every prefix length is a prediction position.
+    Slots that do not fit (short texts) are -1.
+    """
+    out = torch.full((num_regions,), -1, dtype=torch.long)
+    span = n_tokens - k
+    if span <= 0:
+        return out
+    m = min(num_regions, span)  # stride >= 1: distinct positions
+    stride = span / m
+    o = float(torch.rand((), generator=generator, dtype=torch.float64)) * stride
+    pos = [int(o + r * stride) for r in range(m)]
+    out[:m] = torch.tensor([min(p, span - 1) for p in pos], dtype=torch.long)
+    return out
+
+
+def sample_layout(n_tokens: int, *, k_max: int, num_regions: int, random_k: bool,
+                  generator: torch.Generator) -> tuple[int, torch.Tensor]:
+    """Draw ``k`` and the prediction positions ``(M,)`` for one text of ``n_tokens``."""
+    k = sample_k(k_max=k_max, random_k=random_k, generator=generator)
+    return k, sample_positions(n_tokens, k=k, num_regions=num_regions, generator=generator)
+
+
+def sample_batch_layout(lengths: list[int], *, k_max: int, num_regions: int, random_k: bool,
+                        generator: torch.Generator) -> tuple[int, torch.Tensor]:
+    """One ``k`` for a micro-batch and positions per row, (B, M), from each row's length."""
+    k = sample_k(k_max=k_max, random_k=random_k, generator=generator)
+    rows = [sample_positions(n, k=k, num_regions=num_regions, generator=generator) for n in lengths]
+    return k, torch.stack(rows)
+
+
+def _kept_regions(ids: list[int], n_real: int, positions: list[int], k: int,
+                  eos_token_id: int | None) -> tuple[list[int], int]:
+    """Kept prediction positions of one row and the index of its last real gt token."""
+    eos = None
+    if eos_token_id is not None and eos_token_id in ids[:n_real]:
+        eos = ids[:n_real].index(eos_token_id)
+    last_gt = n_real - 1 if eos is None else eos
+    kept: list[int] = []
+    for p in sorted(p for p in positions if p >= 0):
+        if p > last_gt or (kept and p == kept[-1]):
+            continue
+        if eos is not None and p >= eos:
+            continue
+        if eos is not None and p + k >= eos:
+            kept.append(p)  # first region whose targets contain EOS: the last one
+            break
+        if p + k <= n_real - 1:
+            kept.append(p)
+    return kept, last_gt
+
+
+def build_layout(input_ids: torch.Tensor, prediction_positions: torch.Tensor, *, k: int,
+                 mtp_token_id: int, attention: str = "causal",
+                 attention_mask: torch.Tensor | None = None,
+                 eos_token_id: int | None = None) -> PackedLayout:
+    """Pack ``input_ids (B, N)`` with regions at ``prediction_positions (B, M)`` (-1 = unused).
+
+    Returns a :class:`PackedLayout` of length ``L = max_b (gt_b + m_b (k - 1))``.
+    """
+    if attention not in ("causal", "bidirectional"):
+        raise MtpsdError(f"attention={attention!r}: choose 'causal' or 'bidirectional'")
+    if k < 1:
+        raise MtpsdError(f"k={k}: must be >= 1")
+    if input_ids.dim() != 2 or prediction_positions.dim() != 2 or len(input_ids) != len(prediction_positions):
+        raise MtpsdError("input_ids must be (B, N) and prediction_positions (B, M)")
+    B, N = input_ids.shape
+    dev = input_ids.device
+    am = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    rows = []
+    for b in range(B):
+        ids = input_ids[b].tolist()
+        n_real = int(am[b].sum())
+        if not bool(am[b, :n_real].all()):
+            raise MtpsdError("attention_mask must be right-padded (real tokens first)")
+        kept, last_gt = _kept_regions(ids, n_real, prediction_positions[b].tolist(), k, eos_token_id)
+        eos_at = last_gt if (eos_token_id is not None and n_real and ids[last_gt] == eos_token_id) else None
+        # per packed position: (token, pos_id, orig t, region, j, gt_target, next_gt)
+        seq = []
+        r = 0
+        for t in range(last_gt + 1):
+            nxt = ids[t + 1] if t + 1 <= last_gt else -100
+            seq.append([ids[t], t, t, -1, -1, -100, nxt])
+            if r < len(kept) and kept[r] == t:
+                for j in range(k):
+                    tgt_t = t + 1 + j
+                    tgt = eos_token_id if (eos_at is not None and tgt_t >= eos_at) else ids[tgt_t]
+                    if j == 0:
+                        seq[-1][3:6] = [r, 0, tgt]
+                    else:
+                        seq.append([mtp_token_id, t + j, -1, r, j, tgt, -100])
+                r += 1
+        rows.append((seq, kept))
+    L = max(1, max(len(s) for s, _ in rows))
+    pad = [mtp_token_id, 0, -1, -1, -1, -100, -100]
+    table = torch.tensor([s + [pad] * (L - len(s)) for s, _ in rows], dtype=torch.long, device=dev)  # (B, L, 7)
+    valid = torch.tensor([[i < len(s) for i in range(L)] for s, _ in rows], dtype=torch.bool, device=dev)
+    tok, pos, orig, region, j, tgt, nxt = table.unbind(-1)
+    is_mtp = valid & (orig < 0)
+    is_gt = valid & (orig >= 0)
+    readout = region >= 0
+    # prefix end of the region each mask belongs to: its x_{p_r} index = pos - j
+    pref = torch.where(is_mtp, pos - j, orig)  # (B, L)
+    q_gt, k_gt = is_gt[:, :, None], is_gt[:, None, :]
+    q_m, k_m = is_mtp[:, :, None], is_mtp[:, None, :]
+    k_before = orig[:, None, :] <= pref[:, :, None]  # gt key index <= query's prefix end
+    same_region = region[:, :, None] == region[:, None, :]
+    causal_j = j[:, None, :] <= j[:, :, None]
+    gt_part = (q_gt | q_m) & k_gt & k_before
+    mask_causal = gt_part | (q_m & k_m & same_region & causal_j)
+    mask_student = mask_causal if attention == "causal" else gt_part | (q_m & k_m & same_region)
+    eye = torch.eye(L, dtype=torch.bool, device=dev)[None] & ~valid[:, :, None]
+    return PackedLayout(
+        input_ids=tok, position_ids=pos,
+        attn_mask=(mask_student | eye)[:, None], causal_attn_mask=(mask_causal | eye)[:, None],
+        is_mtp=is_mtp, region=region, offset=torch.where(readout, j.clamp(min=0), -1),
+        readout=readout, targets_gt=tgt, next_gt=nxt, valid=valid, orig_index=orig, k=k,
+        regions_per_row=[kept for _, kept in rows],
+    )

@@ -1,0 +1,242 @@
+"""Self-distillation training loop (method.md sections 2-4), resumable, with accelerate.
+
+One optimizer step = ``global_batch_size`` texts, split into micro-batches of
+``micro_batch_size`` (gradient accumulation; with P processes each takes every P-th
+micro-batch). The loss of a step is the mean over all its supervised positions:
+micro-batch ``i`` contributes ``loss_i * n_i / n_total`` (``n`` = loss terms), so the
+step's gradient does not depend on how the batch is split. AdamW (PyTorch defaults),
+``lr_s = lr * min(1, (s + 1) / warmup_steps)`` (linear warm-up, then constant).
+
+Precision: float32 on CPU; on GPU (dtype auto/bfloat16) float32 master weights with
+bf16 autocast (accelerate ``mixed_precision="bf16"``) and a bf16 teacher.
+
+Checkpoints: every ``checkpoint_every`` steps ``checkpoint_dir/step_{N:06d}/`` holds a
+plain HF model + tokenizer (kept, for evaluation over training) and ``state/`` (optimizer,
+scheduler, RNG: ``accelerator.save_state``) plus ``trainer_state.pt`` (step, data
+cursor, layout-sampler RNG, metrics so far). Only the newest ``state/`` is kept. A
+restarted run resumes from the newest complete checkpoint and continues exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from mtpsd.checkpoint import mtp_token_id_of, resolve_device, resolve_dtype
+from mtpsd.errors import MtpsdError
+from mtpsd.io import atomic_write_json, atomic_write_jsonl, provenance, read_jsonl
+from mtpsd.layout import build_layout, default_num_regions, sample_batch_layout
+from mtpsd.mtp_token import save_model_dir
+from mtpsd.objective import mtp_loss_from_layout
+from mtpsd.train_metrics import MetricsWindow
+
+
+class TextStream:
+    """Training texts in a seeded order, epoch after epoch; ``cursor`` = (epoch, index)."""
+
+    def __init__(self, rows: list[dict], seed: int):
+        self.rows, self.seed, self.epoch, self.index = rows, seed, 0, 0
+        self._order = self._perm()
+
+    def _perm(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return torch.randperm(len(self.rows), generator=g).tolist()
+
+    def take(self, n: int) -> list[dict]:
+        out = []
+        while len(out) < n:
+            if self.index == len(self.rows):
+                self.epoch, self.index = self.epoch + 1, 0
+                self._order = self._perm()
+            out.append(self.rows[self._order[self.index]])
+            self.index += 1
+        return out
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load(self, st: dict) -> None:
+        self.epoch, self.index = st["epoch"], st["index"]
+        self._order = self._perm()
+
+
+def _encode_batch(tok, rows: list[dict], cfg, pad_id: int):
+    """(input_ids (B, N), attention_mask (B, N)), right-padded."""
+    from mtpsd.data.prompts import encode_example
+
+    seqs = [encode_example(tok, r["question"], r["answer"], chat_template=cfg.model.chat_template,
+                           max_length=cfg.train.max_length) for r in rows]
+    N = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), N), pad_id, dtype=torch.long)
+    am = torch.zeros((len(seqs), N), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        am[i, : len(s)] = 1
+    return ids, am
+
+
+def _latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    done = sorted(p for p in checkpoint_dir.glob("step_*") if (p / "trainer_state.pt").is_file())
+    return done[-1] if done else None
+
+
+def _save_checkpoint(accelerator, student, tok, step_dir: Path, trainer_state: dict) -> None:
+    """Write ``step_dir`` (HF model + tokenizer + resume state) atomically."""
+    tmp = step_dir.parent / f".{step_dir.name}.tmp"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp / "state"))
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(student)
+        model.save_pretrained(tmp, state_dict=accelerator.get_state_dict(student))
+        tok.save_pretrained(tmp)
+        torch.save(trainer_state, tmp / "trainer_state.pt")
+        atomic_write_json(tmp / "trainer_state.json", {k: v for k, v in trainer_state.items()
+                                                       if k not in ("layout_rng", "metrics")})
+        if step_dir.exists():
+            shutil.rmtree(step_dir)
+        tmp.rename(step_dir)
+        for old in step_dir.parent.glob("step_*"):  # only the newest resume state is kept
+            if old != step_dir and (old / "state").is_dir():
+                shutil.rmtree(old / "state")
+                (old / "trainer_state.pt").unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
+
+
+def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: str | Path,
+              out: str | Path, metrics_path: str | Path, device: str | None = None,
+              stop_after: int | None = None, progress: bool = True) -> list[dict]:
+    """Train from ``init`` (the step-0 MTP checkpoint); return the metrics rows.
+
+    ``stop_after``: return after that many optimizer steps without writing ``out``
+    (what a killed job leaves behind; used to test resuming).
+    """
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tc = cfg.train
+    dev = resolve_device(device)
+    dtype = resolve_dtype(cfg.model.dtype, dev)
+    low = dtype == torch.bfloat16
+    accelerator = Accelerator(mixed_precision="bf16" if low else "no", cpu=dev.type == "cpu")
+    init, checkpoint_dir = Path(init), Path(checkpoint_dir)
+    if not (init / "config.json").is_file():
+        raise MtpsdError(f"{init}: not a checkpoint directory (run `mtpsd add-mtp-token` first)")
+    rows = read_jsonl(train_path, required=("question", "answer"))
+    if not rows:
+        raise MtpsdError(f"{train_path}: no training rows")
+    P = accelerator.num_processes
+    if tc.global_batch_size % (tc.micro_batch_size * P):
+        raise MtpsdError(f"train.global_batch_size={tc.global_batch_size} must be a multiple of "
+                         f"micro_batch_size x processes = {tc.micro_batch_size * P}")
+    tok = AutoTokenizer.from_pretrained(init)
+    master = torch.float32 if dtype != torch.float64 else torch.float64
+    student = AutoModelForCausalLM.from_pretrained(init, dtype=master, attn_implementation="sdpa")
+    teacher = AutoModelForCausalLM.from_pretrained(init, dtype=dtype, attn_implementation="sdpa")
+    teacher.requires_grad_(False).eval().to(accelerator.device)
+    mtp_id = mtp_token_id_of(student)
+    eos_id, pad_id = tok.eos_token_id, tok.pad_token_id if tok.pad_token_id is not None else mtp_id
+    n_regions = tc.num_regions or default_num_regions(tc.max_length, tc.k_max)
+    student.train()
+    optimizer = torch.optim.AdamW(student.parameters(), lr=tc.lr)
+    warm = max(tc.warmup_steps, 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm))
+    student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
+
+    stream, layout_rng = TextStream(rows, tc.seed), torch.Generator().manual_seed(tc.seed)
+    step, supervised_total, elapsed0, metrics = 0, 0, 0.0, []
+    last = _latest_checkpoint(checkpoint_dir)
+    if last is not None:
+        st = torch.load(last / "trainer_state.pt", weights_only=False)
+        accelerator.load_state(str(last / "state"))
+        step, supervised_total, elapsed0, metrics = st["step"], st["supervised_tokens"], st["elapsed_s"], st["metrics"]
+        stream.load(st["data"])
+        layout_rng.set_state(st["layout_rng"])
+        accelerator.print(f"resuming from {last} (step {step})")
+    t_start = time.perf_counter()
+    n_micro = tc.global_batch_size // tc.micro_batch_size
+    window = MetricsWindow(tc.k_max)
+    micro_seen = 0
+    bar = tqdm(total=tc.steps, initial=step, desc="train-mtp", disable=not (progress and accelerator.is_main_process))
+    while step < tc.steps and (stop_after is None or step < stop_after):
+        # every process builds every layout (cheap) so all agree on n_total; it runs its share
+        layouts = []
+        for _ in range(n_micro):
+            ids, am = _encode_batch(tok, stream.take(tc.micro_batch_size), cfg, pad_id)
+            k, pos = sample_batch_layout(am.sum(1).tolist(), k_max=tc.k_max, num_regions=n_regions,
+                                         random_k=tc.random_k, generator=layout_rng)
+            layouts.append((k, build_layout(ids, pos, k=k, mtp_token_id=mtp_id, attention=tc.attention,
+                                            attention_mask=am, eos_token_id=eos_id)))
+        n_total = max(sum(lay.num_terms(tc.prefix_loss) for _, lay in layouts), 1)
+        step_loss = 0.0
+        mine = layouts[accelerator.process_index::P]
+        for i, (k, lay) in enumerate(mine):
+            lay = _to(lay, accelerator.device)
+            ctx = accelerator.no_sync(student) if i < len(mine) - 1 else contextlib.nullcontext()
+            with ctx:
+                res = mtp_loss_from_layout(student, teacher, lay, teacher_mode=tc.teacher_mode,
+                                           prefix_loss=tc.prefix_loss, tokenizer_size=len(tok),
+                                           mtp_token_id=mtp_id)
+                share = res.loss * (lay.num_terms(tc.prefix_loss) / n_total)
+                accelerator.backward(share * P)  # DDP/FSDP average over processes
+            step_loss += float(share.detach())
+            window.add_micro(res, k)
+            micro_seen += 1
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        supervised_total += sum(lay.num_supervised for _, lay in layouts)
+        window.add_step(float(accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "sum")))
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.3f}")
+        elapsed = elapsed0 + time.perf_counter() - t_start
+        if step % tc.log_every == 0 or step == tc.steps:
+            metrics.append(window.row(step=step, lr=scheduler.get_last_lr()[0], supervised_total=supervised_total,
+                                      elapsed=elapsed, micro_batches=micro_seen))
+            window.reset()
+            micro_seen = 0
+            if accelerator.is_main_process:
+                atomic_write_jsonl(metrics_path, metrics)
+        if step % tc.checkpoint_every == 0 or step == tc.steps:
+            state = {"step": step, "supervised_tokens": supervised_total, "elapsed_s": elapsed,
+                     "data": stream.state(), "layout_rng": layout_rng.get_state(), "metrics": metrics}
+            _save_checkpoint(accelerator, student, tok, checkpoint_dir / f"step_{step:06d}", state)
+    bar.close()
+    if stop_after is not None and step < tc.steps:
+        return metrics
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(student)
+        model.config.mtpsd_train_steps = step
+        save_model_dir(_StateDictModel(model, accelerator.get_state_dict(student)), tok, out)
+        atomic_write_json(Path(out) / "train_summary.json", {
+            "steps": step, "supervised_tokens": supervised_total, "final": metrics[-1] if metrics else None,
+            "provenance": provenance(seed=tc.seed, config=cfg)})
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+class _StateDictModel:
+    """``save_pretrained`` with an explicit (gathered) state dict, for ``save_model_dir``."""
+
+    def __init__(self, model, state_dict):
+        self.model, self.state_dict = model, state_dict
+
+    def save_pretrained(self, path):
+        self.model.save_pretrained(path, state_dict=self.state_dict)
+
+
+def _to(layout, device):
+    """The layout's tensors on ``device``."""
+    if layout.input_ids.device == torch.device(device):
+        return layout
+    return dataclasses.replace(layout, **{f.name: getattr(layout, f.name).to(device)
+                                          for f in dataclasses.fields(layout)
+                                          if isinstance(getattr(layout, f.name), torch.Tensor)})
