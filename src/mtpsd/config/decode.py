@@ -17,9 +17,23 @@ class DecodeConfig:
     k_max: int = field(16, help="largest chunk for ConfAdapt")
     verify_k: int = field(4, help="proposal length of the lossless self-verify mode; 0 = off")
     max_new_tokens: int = field(256, help="generation budget")
+    settings: list[str] = field(
+        default_factory=lambda: ["static-k1", "confadapt-tau0.9"],
+        help="settings `mtpsd decode` writes per run (results/runs/{run}/decode/{setting}.jsonl)",
+    )
+    limit: int | None = field(None, help="decode only the first N test prompts (None: all)")
 
     def __post_init__(self):
         check(all(k >= 1 for k in self.static_k), "static_k", "every k must be >= 1")
         check(all(0.0 < t < 1.0 for t in self.confadapt_tau), "confadapt_tau", "every tau must be in (0, 1)")
         check(self.k_max >= 1, "k_max", "must be >= 1")
         check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        check(self.limit is None or self.limit >= 1, "limit", "must be >= 1 or null")
+        from mtpsd.errors import MtpsdError
+        from mtpsd.settings import parse_setting
+
+        for s in self.settings:
+            try:
+                parse_setting(s)
+            except MtpsdError as e:
+                check(False, "settings", str(e))

@@ -1,0 +1,64 @@
+"""Decode a prompt file with one setting and write the generations (``mtpsd decode``).
+
+Output: ``out`` (JSONL, one row per prompt: id, question, prompt, text, tokens,
+chunk_sizes, token_strs (each token decoded alone, for figure 1), per-generation stats) and ``<out stem>.summary.json`` next to it
+(pooled statistics, ``mtpsd.decoding.stats``, and provenance).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from mtpsd.checkpoint import load_checkpoint
+from mtpsd.decoding.single import generate
+from mtpsd.decoding.stats import pooled_stats
+from mtpsd.errors import MtpsdError
+from mtpsd.io import atomic_write_json, atomic_write_jsonl, provenance, read_jsonl
+
+
+def summary_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name.removesuffix(".jsonl") + ".summary.json")
+
+
+def _question(row: dict, path, i: int) -> str:
+    for key in ("question", "prompt"):
+        if isinstance(row.get(key), str):
+            return row[key]
+    raise MtpsdError(f"{path}: row {i + 1} has no string field 'question' or 'prompt'")
+
+
+def decode_file(checkpoint: str | Path, prompts: str | Path, out: str | Path, *, strategy: str, k: int,
+                tau: float, max_new_tokens: int, chat_template: bool, limit: int | None = None,
+                device: str | None = None, dtype: str = "auto") -> dict:
+    """Decode every prompt of ``prompts`` (greedy, batch 1); return the summary written."""
+    from mtpsd.data.prompts import format_prompt
+
+    rows = read_jsonl(prompts)
+    if limit is not None:
+        rows = rows[:limit]
+    model, tok = load_checkpoint(checkpoint, dtype=dtype, device=device)
+    mtp = getattr(model.config, "mtp_token_id", None)
+    stop_ids = tuple(sorted({int(tok.eos_token_id)} if tok.eos_token_id is not None else set()))
+    out_rows, results = [], []
+    for i, row in enumerate(tqdm(rows, desc=f"decode {strategy} k={k}", unit="prompt")):
+        text = format_prompt(tok, _question(row, prompts, i), chat_template=chat_template)
+        ids = tok(text, add_special_tokens=not chat_template, return_tensors="pt").input_ids
+        res = generate(model, ids.to(model.device), mtp_token_id=mtp, strategy=strategy, k=k, tau=tau,
+                       max_new_tokens=max_new_tokens, stop_token_ids=stop_ids or None, tokenizer=tok)
+        results.append(res)
+        out_rows.append({"id": row.get("id", i), "question": _question(row, prompts, i), "prompt": text,
+                         **res.to_dict(), "token_strs": [tok.decode([t]) for t in res.tokens]})
+    atomic_write_jsonl(out, out_rows)
+    summary = {
+        "checkpoint": str(checkpoint), "prompts": str(prompts), "strategy": strategy, "k": k,
+        "tau": tau if strategy == "confadapt" else None, "max_new_tokens": max_new_tokens,
+        "chat_template": chat_template, **pooled_stats(results),
+        "provenance": provenance(device=str(model.device), dtype=str(next(model.parameters()).dtype),
+                                 torch_threads=torch.get_num_threads()),
+    }
+    atomic_write_json(summary_path(out), summary)
+    return summary

@@ -1,0 +1,117 @@
+"""One sequence, KV cache: Static-k, ConfAdapt and lossless self-verify (method.md section 6).
+
+Read-out. With the prefix ``x_{<=t}`` in the cache, one forward pass on
+``[x_t, <MTP>*(k-1)]`` (plain causal mask, positions continuing) gives logits
+``l_1..l_k`` at ``x_t`` and at the ``k-1`` masks; ``y_j = argmax l_j`` are the next
+``k`` tokens (``y_1`` is exactly the greedy next token, since ``x_t`` sees no mask).
+After the pass the ``k-1`` mask entries are cropped from the cache
+(``DynamicCache.crop(-(k-1))``); the emitted tokens are fed at the next pass.
+
+Verify (lossless self-speculative). The drafts ``d_1..d_m`` (the mask read-outs of
+the previous pass, ``m = k-1``) are fed as real tokens before the new masks:
+input ``[x_t, d_1..d_m, <MTP>*(k-1)]``. The logits at ``x_t, d_1..d_m`` are the greedy
+predictions ``g_1..g_{m+1}`` given the drafts so far; accept the longest ``a`` with
+``d_i = g_i`` for ``i <= a`` and emit ``g_1..g_{a+1}`` (``a`` drafts + the bonus token).
+If ``a = m`` the masks (which followed only accepted tokens) give the next drafts;
+otherwise the rejected drafts and the masks are cropped and the next pass has no
+drafts. Every emitted token is a greedy token, so the output equals k=1 greedy.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+
+from mtpsd.decoding.common import (
+    GenerationResult, StopChecker, accept_count, banned_index, check_args, default_stop_ids, now,
+    readout, sync,
+)
+
+
+@torch.no_grad()
+def generate(model, input_ids: torch.Tensor, *, mtp_token_id: int | None, strategy: str = "confadapt",
+             k: int = 16, tau: float = 0.9, max_new_tokens: int = 256, stop_token_ids=None,
+             stop_strings=(), tokenizer=None, banned_token_ids=None) -> GenerationResult:
+    """Decode one prompt ``input_ids`` (1, T) with ``strategy`` (static | confadapt | verify).
+
+    ``k``: chunk size for static, ``k_max`` for confadapt, proposal length for verify.
+    ``stop_token_ids``: ``None`` = the model's EOS ids; ``stop_strings`` need ``tokenizer``.
+    ``banned_token_ids``: ``None`` = ``<MTP>`` and vocabulary padding rows
+    (``mtpsd.vocab.banned_token_ids``).
+    """
+    check_args(strategy, k, tau, max_new_tokens, mtp_token_id, stop_strings, tokenizer)
+    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+        raise ValueError(f"input_ids must have shape (1, T), got {tuple(input_ids.shape)}")
+    dev = model.device
+    input_ids = input_ids.to(dev)
+    banned = banned_index(model, mtp_token_id, tokenizer, banned_token_ids)
+    stop = StopChecker(default_stop_ids(model, stop_token_ids), stop_strings, tokenizer, max_new_tokens)
+    masks = torch.full((1, k - 1), mtp_token_id if k > 1 else 0, dtype=torch.long, device=dev)  # (1, k-1)
+    cache = DynamicCache(config=model.config)
+    step = _verify_loop if strategy == "verify" else _chunk_loop
+    sync(dev)
+    t0 = now()
+    tokens, chunks, reason, t_first = step(model, input_ids, masks, cache, banned, stop, strategy, k, tau)
+    sync(dev)
+    t1 = now()
+    return GenerationResult(
+        tokens=tokens, chunk_sizes=chunks, forward_passes=len(chunks), wall_time_s=t1 - t0,
+        prefill_time_s=t_first - t0, decode_time_s=t1 - t_first, stopped_by=reason,
+        text=stop.text(tokens), prompt_tokens=int(input_ids.shape[1]),
+    )
+
+
+def _chunk_loop(model, input_ids, masks, cache, banned, stop, strategy, k, tau):
+    """Static-k / ConfAdapt: feed last chunk + k-1 masks, read k tokens, crop the masks."""
+    x = torch.cat([input_ids, masks], dim=1)  # (1, T + k-1)
+    tokens: list[int] = []
+    chunks: list[int] = []
+    t_first = None
+    while True:
+        logits = model(input_ids=x, past_key_values=cache, use_cache=True, logits_to_keep=k).logits[0]  # (k, V)
+        if k > 1:
+            cache.crop(-(k - 1))
+        ids, host = readout(logits, banned, strategy, tau)  # ids (k,)
+        n = accept_count(strategy, k, host[1] if len(host) > 1 else None)
+        chunk, reason = stop.cut(tokens, host[0][:n])
+        if t_first is None:
+            t_first = now()
+        tokens += chunk
+        chunks.append(len(chunk))
+        if reason is not None:
+            return tokens, chunks, reason, t_first
+        x = torch.cat([ids[:n].view(1, n), masks], dim=1) if k > 1 else ids.view(1, 1)  # (1, n + k-1)
+
+
+def _verify_loop(model, input_ids, masks, cache, banned, stop, strategy, k, tau):
+    """Lossless self-verify: feed pending + drafts (real) + masks; keep the greedy-consistent prefix."""
+    pending = input_ids  # (1, P) tokens not yet in the cache
+    drafts = input_ids[:, :0]  # (1, m)
+    draft_host: list[int] = []
+    tokens: list[int] = []
+    chunks: list[int] = []
+    t_first = None
+    while True:
+        m = drafts.shape[1]
+        x = torch.cat([pending, drafts, masks], dim=1)  # (1, P + m + k-1)
+        logits = model(input_ids=x, past_key_values=cache, use_cache=True, logits_to_keep=m + k).logits[0]
+        ids, host = readout(logits, banned, "static", 0.0)  # (m + k,): g_1..g_{m+1}, then k-1 proposals
+        g = host[0]
+        a = 0
+        while a < m and draft_host[a] == g[a]:
+            a += 1
+        drop = (k - 1) + (m - a)  # masks + rejected drafts
+        if drop:
+            cache.crop(-drop)
+        chunk, reason = stop.cut(tokens, g[: a + 1])
+        if t_first is None:
+            t_first = now()
+        tokens += chunk
+        chunks.append(len(chunk))
+        if reason is not None:
+            return tokens, chunks, reason, t_first
+        pending = ids[a: a + 1].view(1, 1)  # the bonus token g_{a+1}
+        if a == m and k > 1:
+            drafts, draft_host = ids[m + 1:].view(1, k - 1), g[m + 1:]
+        else:
+            drafts, draft_host = ids[:0].view(1, 0), []

@@ -1,0 +1,94 @@
+"""lm-eval model ``mtpsd``: HFLM whose generation goes through ``mtpsd.decoding``.
+
+Only ``_model_generate`` is overridden: lm-eval's ``generate_until`` still encodes,
+left-pads, batches, decodes and cuts the text at the ``until`` strings; our decoder
+gets the prompt ids, the ``until`` strings (as stop strings) and the ``max_gen_toks``
+budget, and stops at EOS. Log-likelihood requests are inherited unchanged (they are
+NTP scores: real tokens never see ``<MTP>``).
+
+    lm_eval --model mtpsd --model_args pretrained=DIR,strategy=confadapt,k=16,tau=0.9 ...
+    # (lm_eval must import mtpsd.lm_eval_adapter first, e.g. via --include_path or python)
+
+    lm = MTPLM(pretrained=model, tokenizer=tok, strategy="static", k=1, batch_size=1)
+    simple_evaluate(model=lm, tasks=[...]); lm.decode_stats()
+
+Statistics (method.md section 6): effective k = generated tokens / forward passes,
+pooled over every decoding step of every generation; its spread is the SD of the
+pooled chunk sizes.
+"""
+
+from __future__ import annotations
+
+import torch
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from mtpsd.decoding import GenerationResult, generate, generate_batch
+from mtpsd.decoding.common import check_args
+from mtpsd.decoding.stats import pooled_stats
+from mtpsd.errors import MtpsdError
+
+
+@register_model("mtpsd")
+class MTPLM(HFLM):
+    """HFLM decoding with Static-k, ConfAdapt or lossless verify (greedy only)."""
+
+    def __init__(self, pretrained, strategy: str = "confadapt", k: int = 16, tau: float = 0.9,
+                 max_gen_toks: int = 256, mtp_token_id: int | None = None, **kwargs):
+        super().__init__(pretrained=pretrained, **kwargs)
+        self.strategy, self.k, self.tau = str(strategy), int(k), float(tau)
+        self._max_gen_toks = int(max_gen_toks)
+        if mtp_token_id is None:
+            mtp_token_id = getattr(self.model.config, "mtp_token_id", None)
+        self.mtp_token_id = None if mtp_token_id is None else int(mtp_token_id)
+        check_args(self.strategy, self.k, self.tau, self._max_gen_toks, self.mtp_token_id, (), None)
+        self.results: list[GenerationResult] = []
+
+    @property
+    def max_gen_toks(self) -> int:
+        return self._max_gen_toks
+
+    def _stop_ids(self) -> tuple[int, ...]:
+        ids = {int(self.eot_token_id)} if self.eot_token_id is not None else set()
+        eos = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update(int(t) for t in (eos if isinstance(eos, (list, tuple)) else [eos]) if t is not None)
+        return tuple(sorted(ids))
+
+    def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str],
+                        **generation_kwargs) -> torch.Tensor:
+        """``context`` (B, T) left-padded -> (B, T + max_new) ids: prompt, new tokens, EOS fill."""
+        attn = generation_kwargs.pop("attention_mask", None)
+        temperature = generation_kwargs.pop("temperature", 0.0) or 0.0
+        if generation_kwargs.pop("do_sample", False) or temperature > 0:
+            raise MtpsdError(
+                f"mtpsd decodes greedily; task asked for sampling (temperature={temperature}, "
+                f"do_sample=True): set do_sample false in the task's generation_kwargs"
+            )
+        B, T = context.shape
+        max_new = max_length - T
+        rows = context.tolist() if attn is None else [r[m.bool()].tolist() for r, m in zip(context, attn)]
+        kw = dict(mtp_token_id=self.mtp_token_id, strategy=self.strategy, k=self.k, tau=self.tau,
+                  max_new_tokens=max_new, stop_token_ids=self._stop_ids(), stop_strings=tuple(stop),
+                  tokenizer=self.tokenizer)
+        if B == 1:
+            results = [generate(self.model, torch.tensor(rows, device=self.model.device), **kw)]
+        else:
+            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
+            results = generate_batch(self.model, rows, pad_token_id=pad, **kw)
+        self.results.extend(results)
+        fill = self.eot_token_id if self.eot_token_id is not None else 0
+        out = torch.full((B, T + max_new), fill, dtype=torch.long, device=context.device)
+        out[:, :T] = context
+        for b, r in enumerate(results):
+            if r.tokens:
+                out[b, T: T + len(r.tokens)] = torch.tensor(r.tokens, dtype=torch.long)
+        return out
+
+    def reset_stats(self) -> None:
+        self.results = []
+
+    def decode_stats(self) -> dict:
+        """Pooled decoding statistics over all generations since construction / ``reset_stats``
+        (``mtpsd.decoding.stats.pooled_stats`` plus the setting)."""
+        tau = self.tau if self.strategy == "confadapt" else None
+        return {"strategy": self.strategy, "k": self.k, "tau": tau, **pooled_stats(self.results)}

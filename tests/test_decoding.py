@@ -1,0 +1,235 @@
+"""MTP decoding (method.md section 6): KV cache == no cache, k=1 / verify == HF greedy,
+batch == single, stops, banned ids. Tiny random Llama in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mtpsd.decoding import generate, generate_batch
+from mtpsd.decoding.reference import generate_no_cache
+from mtpsd.errors import MtpsdError
+from mtpsd.settings import format_setting, parse_setting
+
+V, MTP = 64, 63
+PROMPT = [1, 5, 7, 9, 11]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def sharp_llama(tiny_llama, scale: float = 25.0, seed: int = 0):
+    """Random Llama with a scaled-up un-embedding so top-1 probabilities spread over (0, 1)."""
+    m = tiny_llama(seed=seed)
+    with torch.no_grad():
+        m.lm_head.weight.mul_(scale)
+    return m
+
+
+def hf_greedy(model, prompt, n):
+    out = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=n, min_new_tokens=n,
+                         suppress_tokens=[MTP], eos_token_id=None, pad_token_id=0)
+    return out[0, len(prompt):].tolist()
+
+
+class OracleDrafts(torch.nn.Module):
+    """Wraps an LM; at ``<MTP>`` inputs the logits become a one-hot of the true greedy
+    continuation ``seq`` (position q predicts ``seq[q + 1]``), wrong when ``q % 7 == 0``:
+    proposals are accepted fully, partly or not at all, as with a trained model."""
+
+    def __init__(self, model, seq):
+        super().__init__()
+        self.inner, self.seq = model, seq
+        self.config, self.generation_config = model.config, model.generation_config
+
+    @property
+    def device(self):
+        return self.inner.device
+
+    def get_output_embeddings(self):
+        return self.inner.get_output_embeddings()
+
+    def forward(self, input_ids, past_key_values=None, position_ids=None, logits_to_keep=0, **kw):
+        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        out = self.inner(input_ids=input_ids, past_key_values=past_key_values, position_ids=position_ids, **kw)
+        logits = out.logits.clone()  # (B, L, V)
+        B, L = input_ids.shape
+        pos = position_ids if position_ids is not None else torch.arange(past, past + L).expand(B, L)
+        for b, j in (input_ids == MTP).nonzero().tolist():
+            q = int(pos[b, j])
+            target = self.seq[q + 1] if q + 1 < len(self.seq) else 3
+            if q % 7 == 0:
+                target = (target + 1) % MTP
+            logits[b, j] = -10.0
+            logits[b, j, target] = 10.0
+        out.logits = logits[:, -logits_to_keep:] if logits_to_keep else logits
+        return out
+
+
+@pytest.mark.parametrize("strategy,k", [("static", 1), ("static", 2), ("static", 4), ("confadapt", 4),
+                                        ("confadapt", 6)])
+def test_kv_cache_equals_no_cache(tiny_llama, strategy, k):
+    m = sharp_llama(tiny_llama)
+    x = torch.tensor([PROMPT])
+    kw = dict(mtp_token_id=MTP, strategy=strategy, k=k, tau=0.6, max_new_tokens=40, stop_token_ids=())
+    got, ref = generate(m, x, **kw), generate_no_cache(m, x, **kw)
+    assert got.tokens == ref.tokens
+    assert got.chunk_sizes == ref.chunk_sizes
+    assert sum(got.chunk_sizes) == len(got.tokens) == 40 and got.forward_passes == len(got.chunk_sizes)
+    if strategy == "confadapt":
+        assert len(set(got.chunk_sizes)) > 1, got.chunk_sizes  # tau makes chunks vary
+    else:
+        assert set(got.chunk_sizes[:-1]) == {k}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_static_k1_and_verify_equal_hf_greedy(tiny_llama, seed):
+    m = tiny_llama(seed=seed)
+    greedy = hf_greedy(m, PROMPT, 30)
+    assert generate(m, torch.tensor([PROMPT]), mtp_token_id=MTP, strategy="static", k=1, max_new_tokens=30,
+                    stop_token_ids=()).tokens == greedy
+    for k in (2, 3, 5):
+        res = generate(m, torch.tensor([PROMPT]), mtp_token_id=MTP, strategy="verify", k=k, max_new_tokens=30,
+                       stop_token_ids=())
+        assert res.tokens == greedy, k
+
+
+@pytest.mark.parametrize("k", [2, 4, 6])
+def test_verify_with_good_drafts_is_lossless_and_fast(tiny_llama, k):
+    m = tiny_llama()
+    greedy = hf_greedy(m, PROMPT, 40)
+    oracle = OracleDrafts(m, PROMPT + greedy + [3] * 16)
+    res = generate(oracle, torch.tensor([PROMPT]), mtp_token_id=MTP, strategy="verify", k=k, max_new_tokens=40,
+                   stop_token_ids=())
+    assert res.tokens == greedy
+    assert max(res.chunk_sizes) == k and min(res.chunk_sizes[:-1]) < k  # full and partial acceptance
+    assert res.forward_passes < 40
+
+
+@pytest.mark.parametrize("strategy,k", [("static", 1), ("static", 3), ("confadapt", 5), ("verify", 4)])
+def test_batch_equals_single(tiny_llama, strategy, k):
+    m = sharp_llama(tiny_llama)
+    greedy = hf_greedy(m, PROMPT, 40)
+    seq = PROMPT + greedy
+    model = OracleDrafts(m, seq + [3] * 16) if strategy == "verify" else m
+    # prefixes of one greedy sequence (so the verify oracle is right for every row), different lengths
+    prompts = [seq[:5], seq[:2], seq[:9], [4, 8, 15, 16, 23, 42]] if strategy != "verify" else [seq[:5], seq[:2],
+                                                                                               seq[:9]]
+    kw = dict(mtp_token_id=MTP, strategy=strategy, k=k, tau=0.6, max_new_tokens=25, stop_token_ids=(seq[14],))
+    batch = generate_batch(model, prompts, pad_token_id=0, **kw)
+    for p, b in zip(prompts, batch):
+        single = generate(model, torch.tensor([p]), **kw)
+        assert b.tokens == single.tokens and b.chunk_sizes == single.chunk_sizes and b.stopped_by == single.stopped_by
+    if strategy == "verify":
+        assert any(max(b.chunk_sizes) > 1 for b in batch)
+
+
+def test_stop_token_inside_chunk(tiny_llama):
+    m = tiny_llama()
+    free = generate(m, torch.tensor([PROMPT]), mtp_token_id=MTP, strategy="static", k=4, max_new_tokens=40,
+                    stop_token_ids=())
+    # a token whose first occurrence is in the middle of a chunk
+    j = next(i for i, t in enumerate(free.tokens) if i % 4 in (1, 2) and t not in free.tokens[:i])
+    res = generate(m, torch.tensor([PROMPT]), mtp_token_id=MTP, strategy="static", k=4, max_new_tokens=40,
+                   stop_token_ids=(free.tokens[j],))
+    assert res.tokens == free.tokens[: j + 1]
+    assert res.stopped_by == "eos" and sum(res.chunk_sizes) == j + 1 and res.chunk_sizes[-1] == j % 4 + 1
+
+
+class CharTok:
+    """Minimal tokenizer: id i -> one letter; 60 real ids (rows 60..63 of a 64-row model are padding)."""
+
+    def __len__(self):
+        return 60
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join(chr(ord("a") + i % 26) for i in ids)
+
+
+def test_stop_string_cuts_text_and_tokens(tiny_llama):
+    m = tiny_llama()
+    tok = CharTok()
+    free = generate(m, torch.tensor([PROMPT]), mtp_token_id=MTP, strategy="static", k=3, max_new_tokens=30,
+                    stop_token_ids=(), tokenizer=tok)
+    text = free.text
+    stop = text[10:12]
+    first = text.index(stop)
+    res = generate(m, torch.tensor([PROMPT]), mtp_token_id=MTP, strategy="static", k=3, max_new_tokens=30,
+                   stop_token_ids=(), stop_strings=(stop,), tokenizer=tok)
+    assert res.stopped_by == "stop_string"
+    assert res.tokens == free.tokens[: first + 2]  # up to the token completing the stop string
+    assert res.text == text[:first]  # lm-eval style: cut before the stop string
+    with pytest.raises(MtpsdError, match="tokenizer"):
+        generate(m, torch.tensor([PROMPT]), mtp_token_id=MTP, k=2, stop_strings=("x",))
+
+
+class Boost(torch.nn.Module):
+    """Adds +100 to the logits of ``ids``: without suppression they would always win."""
+
+    def __init__(self, model, ids):
+        super().__init__()
+        self.inner, self.ids = model, ids
+        self.config, self.generation_config = model.config, model.generation_config
+
+    @property
+    def device(self):
+        return self.inner.device
+
+    def get_output_embeddings(self):
+        return self.inner.get_output_embeddings()
+
+    def forward(self, **kw):
+        out = self.inner(**kw)
+        out.logits = out.logits.clone()
+        out.logits[..., self.ids] += 100.0
+        return out
+
+
+@pytest.mark.parametrize("strategy,k", [("static", 3), ("confadapt", 4), ("verify", 3)])
+def test_mtp_and_padding_rows_never_emitted(tiny_llama, strategy, k):
+    banned = [60, 61, 62, MTP]  # CharTok has 60 ids: rows 60..62 are vocabulary padding
+    model = Boost(tiny_llama(), banned)
+    kw = dict(mtp_token_id=MTP, strategy=strategy, k=k, tau=0.5, max_new_tokens=20, stop_token_ids=())
+    naive = generate(model, torch.tensor([PROMPT]), banned_token_ids=[], **kw)
+    assert set(naive.tokens) <= set(banned)  # the test can fail: unsuppressed, they win
+    res = generate(model, torch.tensor([PROMPT]), tokenizer=CharTok(), **kw)
+    assert len(res.tokens) == 20 and not set(res.tokens) & set(banned)
+    batch = generate_batch(model, [PROMPT, PROMPT[:2]], tokenizer=CharTok(), **kw)
+    assert all(not set(b.tokens) & set(banned) for b in batch)
+
+
+def test_default_stop_is_model_eos(tiny_llama):
+    m = tiny_llama()
+    free = generate(m, torch.tensor([PROMPT]), mtp_token_id=MTP, strategy="static", k=2, max_new_tokens=30,
+                    stop_token_ids=())
+    m.generation_config.eos_token_id = free.tokens[5]
+    res = generate(m, torch.tensor([PROMPT]), mtp_token_id=MTP, strategy="static", k=2, max_new_tokens=30)
+    assert res.tokens == free.tokens[: free.tokens.index(free.tokens[5]) + 1] and res.stopped_by == "eos"
+
+
+def test_bad_arguments(tiny_llama):
+    m = tiny_llama()
+    with pytest.raises(MtpsdError, match="strategy"):
+        generate(m, torch.tensor([PROMPT]), mtp_token_id=MTP, strategy="beam")
+    with pytest.raises(MtpsdError, match="mtp_token_id"):
+        generate(m, torch.tensor([PROMPT]), mtp_token_id=None, strategy="static", k=2)
+    # k=1 needs no <MTP> token (step-0 / base model baseline)
+    assert len(generate(m, torch.tensor([PROMPT]), mtp_token_id=None, strategy="static", k=1,
+                        max_new_tokens=3, stop_token_ids=()).tokens) == 3
+
+
+def test_settings_round_trip():
+    assert parse_setting("confadapt-tau0.9", k_max=16) == ("confadapt", 16, 0.9)
+    assert parse_setting("static-k3") == ("static", 3, 0.0)
+    assert parse_setting("verify-k4") == ("verify", 4, 0.0)
+    for s in ("static-k1", "verify-k4", "confadapt-tau0.995", "confadapt-tau0.6"):
+        strategy, k, tau = parse_setting(s)
+        assert format_setting(strategy, k=k, tau=tau) == s
+    for bad in ("static-k", "greedy", "confadapt-tau", "static-k0", "confadapt-tau2"):
+        with pytest.raises(MtpsdError):
+            parse_setting(bad)
