@@ -1,0 +1,286 @@
+# Figures, tables and the paper report (method.md section 7b). Figures read only
+# results/summary/*.csv and decode JSONL (never checkpoints), except the analysis rule
+# confidence_quality, which scores validation prefixes with the student and its teacher.
+# Outputs: figures/fig{NN}_{slug}.{png,pdf}, paper/generated/*, paper/report.md.
+
+# Figure CLI name -> file stem (mirrors mtpsd.plotting.FIGURES).
+FIGURE_STEMS = {
+    "chunks": "fig01_chunks",
+    "layout": "fig02_layout",
+    "mask-offsets": "fig03_mask_offsets",
+    "mask-k": "fig04_mask_k",
+    "pareto": "fig05_pareto",
+    "confidence-quality": "fig06_confidence_quality",
+    "accuracy-steps": "fig07_accuracy_steps",
+    "acceleration-steps": "fig08_acceleration_steps",
+    "wallclock": "fig09_wallclock",
+    "training": "fig10_training",
+}
+# Validation prefixes scored for figure 6 (a few seconds per 100 on the tiny model).
+CONFIDENCE_PREFIXES = 200
+TABLES = ["table01_strategies", "table02_paper_vs_ours"]
+
+
+def figure_targets():
+    """Every figure (PNG + PDF), table, number file and the report: for rule all."""
+    out = [
+        f"figures/{s}.{ext}" for s in FIGURE_STEMS.values() for ext in ("png", "pdf")
+    ]
+    out += [f"paper/generated/{t}.{ext}" for t in TABLES for ext in ("md", "tex")]
+    out += [
+        "paper/generated/numbers.json",
+        "paper/generated/numbers.tex",
+        "paper/report.md",
+    ]
+    return out
+
+
+def chunks_decode_file(wildcards):
+    """Decode JSONL for figure 1: the first run's ConfAdapt setting closest to tau=0.9."""
+    run = RUNS[0]
+    settings = RUN_CFG[run].decode.settings
+    ca = [s for s in settings if s.startswith("confadapt-tau")]
+    if not ca:
+        raise WorkflowError(
+            f"run {run}: decode.settings has no confadapt-tau* setting for figure 1"
+        )
+    best = min(ca, key=lambda s: abs(float(s[len("confadapt-tau") :]) - 0.9))
+    return f"results/runs/{run}/decode/{best}.jsonl"
+
+
+def confidence_quality_args(wildcards):
+    """k of the proposals scored for figure 6: the run's training k_max."""
+    return [
+        "--k",
+        str(RUN_CFG[wildcards.run].train.k_max),
+        "--n",
+        str(CONFIDENCE_PREFIXES),
+    ]
+
+
+rule plot_chunks:
+    """Figure 1: one generated answer coloured by decoding chunk."""
+    input:
+        chunks_decode_file,
+    output:
+        png="figures/fig01_chunks.png",
+        pdf="figures/fig01_chunks.pdf",
+    log:
+        "results/figures/logs/plot_chunks.log",
+    benchmark:
+        "results/figures/benchmarks/plot_chunks.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot chunks --in {input:q} --out {output.png:q} > {log:q} 2>&1"
+
+
+rule plot_layout:
+    """Figure 2: training layout of one hand-made text (mtpsd.layout)."""
+    output:
+        png="figures/fig02_layout.png",
+        pdf="figures/fig02_layout.pdf",
+    log:
+        "results/figures/logs/plot_layout.log",
+    benchmark:
+        "results/figures/benchmarks/plot_layout.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot layout --out {output.png:q} > {log:q} 2>&1"
+
+
+rule plot_mask_offsets:
+    """Figure 3: blocked attention mask for two sets of prediction positions."""
+    output:
+        png="figures/fig03_mask_offsets.png",
+        pdf="figures/fig03_mask_offsets.pdf",
+    log:
+        "results/figures/logs/plot_mask_offsets.log",
+    benchmark:
+        "results/figures/benchmarks/plot_mask_offsets.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot mask-offsets --out {output.png:q} > {log:q} 2>&1"
+
+
+rule plot_mask_k:
+    """Figure 4: blocked attention mask for two values of k."""
+    output:
+        png="figures/fig04_mask_k.png",
+        pdf="figures/fig04_mask_k.pdf",
+    log:
+        "results/figures/logs/plot_mask_k.log",
+    benchmark:
+        "results/figures/benchmarks/plot_mask_k.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot mask-k --out {output.png:q} > {log:q} 2>&1"
+
+
+rule plot_pareto:
+    """Figure 5: accuracy vs effective k (ours and the paper's GSM8K points)."""
+    input:
+        "results/summary/results.csv",
+    output:
+        png="figures/fig05_pareto.png",
+        pdf="figures/fig05_pareto.pdf",
+    log:
+        "results/figures/logs/plot_pareto.log",
+    benchmark:
+        "results/figures/benchmarks/plot_pareto.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot pareto --in {input:q} --out {output.png:q} > {log:q} 2>&1"
+
+
+rule confidence_quality:
+    """Analysis for figure 6: student confidence vs teacher NLL of its k-token proposal."""
+    input:
+        student="results/runs/{run}/checkpoint",
+        teacher="results/runs/{run}/mtp_init",
+        cfg="results/runs/{run}/config.json",
+        data="results/data/validation.jsonl",
+    output:
+        "results/summary/confidence_quality_{run}.csv",
+    log:
+        "results/runs/{run}/logs/confidence_quality.log",
+    benchmark:
+        "results/runs/{run}/benchmarks/confidence_quality.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    resources:
+        gpu=1,
+    params:
+        args=confidence_quality_args,
+    shell:
+        "mtpsd confidence-quality --student {input.student:q} --teacher {input.teacher:q}"
+        " --config {input.cfg:q} --data {input.data:q} {params.args:q}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+rule plot_confidence_quality:
+    """Figure 6: confidence vs quality scatter with correlations (first run)."""
+    input:
+        f"results/summary/confidence_quality_{RUNS[0]}.csv",
+    output:
+        png="figures/fig06_confidence_quality.png",
+        pdf="figures/fig06_confidence_quality.pdf",
+    log:
+        "results/figures/logs/plot_confidence_quality.log",
+    benchmark:
+        "results/figures/benchmarks/plot_confidence_quality.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot confidence-quality --in {input:q} --out {output.png:q} > {log:q} 2>&1"
+
+
+rule plot_accuracy_steps:
+    """Figure 7: accuracy over training steps per decoding setting."""
+    input:
+        "results/summary/results.csv",
+    output:
+        png="figures/fig07_accuracy_steps.png",
+        pdf="figures/fig07_accuracy_steps.pdf",
+    log:
+        "results/figures/logs/plot_accuracy_steps.log",
+    benchmark:
+        "results/figures/benchmarks/plot_accuracy_steps.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot accuracy-steps --in {input:q} --out {output.png:q} > {log:q} 2>&1"
+
+
+rule plot_acceleration_steps:
+    """Figure 8: effective k over training steps per decoding setting."""
+    input:
+        "results/summary/results.csv",
+    output:
+        png="figures/fig08_acceleration_steps.png",
+        pdf="figures/fig08_acceleration_steps.pdf",
+    log:
+        "results/figures/logs/plot_acceleration_steps.log",
+    benchmark:
+        "results/figures/benchmarks/plot_acceleration_steps.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot acceleration-steps --in {input:q} --out {output.png:q} > {log:q} 2>&1"
+
+
+rule plot_wallclock:
+    """Figure 9: wall-clock speedup vs effective k."""
+    input:
+        "results/summary/results.csv",
+    output:
+        png="figures/fig09_wallclock.png",
+        pdf="figures/fig09_wallclock.pdf",
+    log:
+        "results/figures/logs/plot_wallclock.log",
+    benchmark:
+        "results/figures/benchmarks/plot_wallclock.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot wallclock --in {input:q} --out {output.png:q} > {log:q} 2>&1"
+
+
+rule plot_training:
+    """Figure 10: training loss and per-position teacher agreement."""
+    input:
+        "results/summary/train_metrics.csv",
+    output:
+        png="figures/fig10_training.png",
+        pdf="figures/fig10_training.pdf",
+    log:
+        "results/figures/logs/plot_training.log",
+    benchmark:
+        "results/figures/benchmarks/plot_training.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot training --in {input:q} --out {output.png:q} > {log:q} 2>&1"
+
+
+rule make_tables:
+    """Every strategy x task with standard errors, and paper vs ours (Markdown + LaTeX)."""
+    input:
+        "results/summary/results.csv",
+    output:
+        expand("paper/generated/{table}.{ext}", table=TABLES, ext=["md", "tex"]),
+    log:
+        "results/figures/logs/make_tables.log",
+    benchmark:
+        "results/figures/benchmarks/make_tables.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd report tables --results {input:q} --out-dir paper/generated > {log:q} 2>&1"
+
+
+rule make_report:
+    """paper/report.md: each paper claim checked against our CSVs; numbers.json / numbers.tex."""
+    input:
+        results="results/summary/results.csv",
+        train="results/summary/train_metrics.csv",
+        cq=expand("results/summary/confidence_quality_{run}.csv", run=RUNS),
+        figures=expand("figures/{stem}.png", stem=FIGURE_STEMS.values()),
+        tables=expand("paper/generated/{table}.md", table=TABLES),
+    output:
+        report="paper/report.md",
+        numbers="paper/generated/numbers.json",
+        tex="paper/generated/numbers.tex",
+    log:
+        "results/figures/logs/make_report.log",
+    benchmark:
+        "results/figures/benchmarks/make_report.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd report build --summary-dir results/summary --figures-dir figures"
+        " --generated-dir paper/generated --out {output.report:q} > {log:q} 2>&1"
