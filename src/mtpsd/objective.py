@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from mtpsd.errors import MtpsdError
+from mtpsd.flex import attention_mask_for
 from mtpsd.layout import PackedLayout, build_layout
 from mtpsd.vocab import banned_token_ids
 
@@ -69,8 +70,13 @@ def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
     return F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
 
 
-def _forward(model, ids, layout: PackedLayout, mask) -> torch.Tensor:
-    """Logits (B, L, V) of ``model`` on a packed input with a 4D bool mask (sdpa)."""
+def _forward(model, ids, layout: PackedLayout, *, teacher: bool) -> torch.Tensor:
+    """Logits (B, L, V) of ``model`` on a packed input.
+
+    The mask is the layout's student mask, or its causal mask for the teacher: a dense 4D
+    bool tensor for sdpa, a FlexAttention ``BlockMask`` for flex_attention (``mtpsd.flex``).
+    """
+    mask = attention_mask_for(model, layout, teacher=teacher)
     return model(input_ids=ids, position_ids=layout.position_ids, attention_mask=mask,
                  use_cache=False).logits
 
@@ -81,7 +87,7 @@ def mtp_loss_from_layout(student, teacher, layout: PackedLayout, *, teacher_mode
     """:func:`mtp_loss` on a prebuilt layout (the training loop builds layouts first)."""
     if teacher_mode not in TEACHER_MODES:
         raise MtpsdError(f"teacher_mode={teacher_mode!r}: choose one of {', '.join(TEACHER_MODES)}")
-    logits = _forward(student, layout.input_ids, layout, layout.attn_mask)  # (B, L, V)
+    logits = _forward(student, layout.input_ids, layout, teacher=False)  # (B, L, V)
     V = logits.shape[-1]
     allowed = allowed_columns(V, tokenizer_size, mtp_token_id, logits.device)  # (V',)
     s_logits = logits[layout.readout]  # (S, V), region order then j (packed order)
@@ -98,7 +104,7 @@ def mtp_loss_from_layout(student, teacher, layout: PackedLayout, *, teacher_mode
         # mask j of a region holds y'_j = the proposal at the previous packed position
         t_ids = torch.where(layout.is_mtp, torch.roll(prop, 1, dims=1), layout.input_ids)
         with torch.no_grad():
-            t_logits = _forward(teacher, t_ids, layout, layout.causal_attn_mask)[layout.readout]  # (S, V)
+            t_logits = _forward(teacher, t_ids, layout, teacher=True)[layout.readout]  # (S, V)
             t_logp = _log_softmax(t_logits.index_select(-1, allowed))  # (S, V')
             targets = allowed[t_logp.argmax(-1)]
             kl = (t_logp.exp() * (t_logp - s_logp.detach())).sum(-1)
@@ -135,8 +141,9 @@ def mtp_loss(student, teacher, input_ids: torch.Tensor, *, k: int, prediction_po
 
     input_ids (B, N) ground-truth tokens; prediction_positions (B, M), -1 = unused slot;
     ``tokenizer_size``: rows at or beyond it are vocabulary padding (default: none).
-    ``teacher`` may be ``None`` for ``teacher_mode="gt"``. Model must use sdpa attention
-    (4D bool mask) and accept explicit ``position_ids``.
+    ``teacher`` may be ``None`` for ``teacher_mode="gt"``. Models must use
+    ``attn_implementation`` "sdpa" (4D bool mask) or "flex_attention" (a BlockMask is built
+    from the layout, ``mtpsd.flex``) and accept explicit ``position_ids``.
     """
     if teacher is None and teacher_mode != "gt":
         raise MtpsdError(f"teacher_mode={teacher_mode!r} needs a teacher model")

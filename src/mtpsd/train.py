@@ -10,6 +10,12 @@ step's gradient does not depend on how the batch is split. AdamW (PyTorch defaul
 Precision: float32 on CPU; on GPU (dtype auto/bfloat16) float32 master weights with
 bf16 autocast (accelerate ``mixed_precision="bf16"``) and a bf16 teacher.
 
+Options (``train`` config): ``attn_implementation`` sdpa | flex_attention (``mtpsd.flex``;
+CUDA only, sdpa elsewhere); ``gradient_checkpointing`` (HF activation checkpointing on the
+student, non-reentrant; the same loss and gradients). Multi-GPU: the command runs under
+``accelerate launch`` (``mtpsd.launch``); under FSDP the student is sharded by
+``accelerator.prepare`` and the frozen teacher is replicated in bf16 on every GPU.
+
 Checkpoints: every ``checkpoint_every`` steps ``checkpoint_dir/step_{N:06d}/`` holds a
 plain HF model + tokenizer (kept, for evaluation over training) and ``state/`` (optimizer,
 scheduler, RNG: ``accelerator.save_state``) plus ``trainer_state.pt`` (step, data
@@ -30,6 +36,7 @@ from tqdm import tqdm
 
 from mtpsd.checkpoint import mtp_token_id_of, resolve_device, resolve_dtype
 from mtpsd.errors import MtpsdError
+from mtpsd.flex import resolve_attn_implementation
 from mtpsd.io import atomic_write_json, atomic_write_jsonl, provenance, read_jsonl
 from mtpsd.layout import build_layout, default_num_regions, sample_batch_layout
 from mtpsd.mtp_token import save_model_dir
@@ -93,9 +100,10 @@ def _save_checkpoint(accelerator, student, tok, step_dir: Path, trainer_state: d
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp / "state"))
+    state_dict = accelerator.get_state_dict(student)  # a collective under FSDP: every rank calls it
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(student)
-        model.save_pretrained(tmp, state_dict=accelerator.get_state_dict(student))
+        model.save_pretrained(tmp, state_dict=state_dict)
         tok.save_pretrained(tmp)
         torch.save(trainer_state, tmp / "trainer_state.pt")
         atomic_write_json(tmp / "trainer_state.json", {k: v for k, v in trainer_state.items()
@@ -138,9 +146,14 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
                          f"micro_batch_size x processes = {tc.micro_batch_size * P}")
     tok = AutoTokenizer.from_pretrained(init)
     master = torch.float32 if dtype != torch.float64 else torch.float64
-    student = AutoModelForCausalLM.from_pretrained(init, dtype=master, attn_implementation="sdpa")
-    teacher = AutoModelForCausalLM.from_pretrained(init, dtype=dtype, attn_implementation="sdpa")
+    attn = resolve_attn_implementation(tc.attn_implementation, accelerator.device)
+    student = AutoModelForCausalLM.from_pretrained(init, dtype=master, attn_implementation=attn)
+    with _full_weights_on_every_rank():
+        teacher = AutoModelForCausalLM.from_pretrained(init, dtype=dtype, attn_implementation=attn)
     teacher.requires_grad_(False).eval().to(accelerator.device)
+    if tc.gradient_checkpointing:
+        # non-reentrant: works with frozen inputs (embeddings) and FSDP2
+        student.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     mtp_id = mtp_token_id_of(student)
     eos_id, pad_id = tok.eos_token_id, tok.pad_token_id if tok.pad_token_id is not None else mtp_id
     n_regions = tc.num_regions or default_num_regions(tc.max_length, tc.k_max)
@@ -212,15 +225,43 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
     bar.close()
     if stop_after is not None and step < tc.steps:
         return metrics
+    state_dict = accelerator.get_state_dict(student)  # collective under FSDP
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(student)
         model.config.mtpsd_train_steps = step
-        save_model_dir(_StateDictModel(model, accelerator.get_state_dict(student)), tok, out)
+        if tc.gradient_checkpointing:
+            model.activation_checkpointing_disable()  # not a property of the saved checkpoint
+        save_model_dir(_StateDictModel(model, state_dict), tok, out)
         atomic_write_json(Path(out) / "train_summary.json", {
             "steps": step, "supervised_tokens": supervised_total, "final": metrics[-1] if metrics else None,
+            "attn_implementation": attn, "processes": P,
             "provenance": provenance(seed=tc.seed, config=cfg)})
     accelerator.wait_for_everyone()
     return metrics
+
+
+@contextlib.contextmanager
+def _full_weights_on_every_rank():
+    """Load a model with real weights on every rank, even under FSDP cpu-RAM-efficient loading.
+
+    With ``fsdp_cpu_ram_efficient_loading`` transformers gives ranks other than 0 empty
+    weights and relies on FSDP to broadcast rank 0's. That is right for the student
+    (``accelerator.prepare`` shards it) but the frozen teacher is *not* prepared: it is kept
+    replicated in bf16 on every GPU (no all-gather per forward; 16 GB for an 8B model,
+    config/README.md), so it must be loaded fully on each rank.
+    """
+    import os
+
+    key = "FSDP_CPU_RAM_EFFICIENT_LOADING"
+    old = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
 
 
 class _StateDictModel:

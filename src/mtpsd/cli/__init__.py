@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-data": ("prepare_data", "build train/validation/test JSONL (synthetic, MetaMathQA, GSM8K)"),
     "pretrain-base": ("pretrain_base", "train the tiny tokenizer and base model from scratch"),
     "import-base": ("import_base", "load a pretrained base model (hub id, directory, GGUF) and save it"),
+    "import-checkpoint": ("import_checkpoint", "import a published MTP checkpoint to evaluate without training"),
     "add-mtp-token": ("add_mtp_token", "add the <MTP> token to a base model"),
     "train-mtp": ("train_mtp", "self-distillation training"),
     "decode": ("decode", "decode a prompt file with a strategy; write generations and statistics"),

@@ -40,6 +40,9 @@ class Config:
     run_names: list[str] = field(default_factory=lambda: ["tiny"], help="runs the DAG trains and evaluates")
     runs: dict[str, Any] = field(default_factory=dict, help="run name -> overrides of the sections below")
     run: str | None = field(None, help="the run this resolved config belongs to (set by the loader)")
+    checkpoint: str | None = field(
+        None, help="published MTP checkpoint (hub id or directory) to evaluate instead of training; null = train"
+    )
     data: DataConfig = field(default_factory=DataConfig, help="datasets")
     model: ModelConfig = field(default_factory=ModelConfig, help="base model")
     train: TrainConfig = field(default_factory=TrainConfig, help="self-distillation")

@@ -25,6 +25,14 @@ class TrainConfig:
     checkpoint_every: int = field(1000, help="save (and keep) a checkpoint every N steps")
     log_every: int = field(10, help="write metrics every N steps")
     seed: int = field(0, help="training seed")
+    attn_implementation: Literal["sdpa", "flex_attention"] = field(
+        "sdpa", help="attention kernel for the packed mask: sdpa (dense 4D bool mask) or flex_attention "
+                     "(BlockMask from the layout; CUDA only, falls back to sdpa with a warning elsewhere)")
+    gradient_checkpointing: bool = field(
+        False, help="activation checkpointing on the student (each layer recomputed in backward: less activation memory, one more forward of compute)")
+    accelerate_config: str | None = field(
+        None, help="accelerate config file (config/accelerate/*.yaml) the workflow launches train-mtp with; "
+                   "null = a plain process")
 
     def __post_init__(self):
         check(self.k_max >= 2, "k_max", "must be >= 2")
@@ -33,3 +41,5 @@ class TrainConfig:
         check(self.global_batch_size % self.micro_batch_size == 0, "global_batch_size",
               "must be a multiple of micro_batch_size")
         check(self.num_regions is None or self.num_regions >= 1, "num_regions", "must be >= 1")
+        check(self.accelerate_config is None or self.accelerate_config.endswith((".yaml", ".yml", ".json")),
+              "accelerate_config", f"{self.accelerate_config!r} must be a .yaml/.yml/.json accelerate config file")
