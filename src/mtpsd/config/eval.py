@@ -15,7 +15,23 @@ class EvalConfig:
     checkpoint_steps: list[int] = field(
         default_factory=list, help="intermediate checkpoints to evaluate (training-dynamics figure)"
     )
+    data_files: dict[str, str] = field(
+        default_factory=dict,
+        help="task -> local JSONL to evaluate on instead of the task's hub dataset "
+             "(e.g. mtpsd_gsm8k_cot: ../shared/data/gsm8k/test.jsonl)",
+    )
+    checkpoint_settings: list[str] = field(
+        default_factory=lambda: ["static-k1", "confadapt-tau0.9"],
+        help="decoding settings evaluated on intermediate checkpoints (checkpoint_steps)",
+    )
+    max_logged_samples: int = field(
+        2000, help="keep lm-eval's per-document samples in the result JSON up to this many documents"
+    )
 
     def __post_init__(self):
         check(self.limit is None or self.limit > 0, "limit", "must be > 0")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(all(s >= 0 for s in self.checkpoint_steps), "checkpoint_steps", "steps must be >= 0")
+        check(all(isinstance(v, str) and v for v in self.data_files.values()), "data_files",
+              "values must be file paths")
+        check(self.max_logged_samples >= 0, "max_logged_samples", "must be >= 0")

@@ -1,0 +1,172 @@
+"""Collect evaluation JSONs and training metrics into tidy CSVs (figures read only these).
+
+``results.csv``: one row per (evaluation file, metric). The first columns are exactly
+those of ``shared/reference/paper_results.csv`` (:data:`PAPER_COLUMNS`); ours have
+``table="ours"``, ``strategy="baseline_step0"`` for the step-0 checkpoint decoded at
+k=1, ``param`` = k (static, verify) or tau (confadapt), accuracies in percent (the
+paper's ``accuracy_pct``) and ROUGE as a fraction, ``value_se`` in the same units, and
+``eff_k``/``eff_k_sd`` the measured tokens per forward pass (method.md s. 6). Extra
+columns follow (:data:`EXTRA_COLUMNS`).
+
+``train_metrics.csv``: all runs' ``train_metrics.jsonl`` rows with a ``run`` column;
+the per-position ``agreement`` list becomes ``agreement_1 .. agreement_K``.
+
+    from mtpsd.summarize import summarize_evals, join_paper
+    ours = summarize_evals(["results/runs/tiny/eval/mtpsd_synth_math/final/static-k1.json"])
+    both = join_paper(ours, pd.read_csv("../shared/reference/paper_results.csv"))
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from mtpsd.errors import MtpsdError
+from mtpsd.io import read_json, read_jsonl
+
+PAPER_COLUMNS = ["table", "model", "variant", "chat_template", "strategy", "param", "task", "metric",
+                 "value", "value_se", "eff_k", "eff_k_sd"]
+EXTRA_COLUMNS = ["run", "checkpoint", "step", "setting", "metric_variant", "tokens_per_s",
+                 "forward_passes", "tokens", "n_docs", "source_file"]
+RESULT_COLUMNS = PAPER_COLUMNS + EXTRA_COLUMNS
+
+# our task -> the paper's task name
+TASK_NAMES = {"mtpsd_gsm8k_cot": "gsm8k", "mtpsd_cnn_dailymail": "cnn_dailymail",
+              "mtpsd_synth_math": "synth_math", "mtpsd_creative_writing": "creative_writing"}
+# lm-eval "metric,filter" key -> (our metric name, scale to the paper's units)
+METRICS = {
+    "exact_match,flexible-extract": ("accuracy_pct", 100.0),
+    "exact_match,strict-match": ("accuracy_strict_pct", 100.0),
+    "rouge_l,none": ("rouge_l", 1.0),
+    "rouge_1,none": ("rouge_1", 1.0),
+    "rouge_2,none": ("rouge_2", 1.0),
+    "distinct_1,none": ("distinct_1", 1.0),
+    "distinct_2,none": ("distinct_2", 1.0),
+    "distinct_3,none": ("distinct_3", 1.0),
+    "rep_4,none": ("rep_4", 1.0),
+    "length_words,none": ("length_words", 1.0),
+    "ppl_base,none": ("ppl_base", 1.0),
+    "rouge_l_vs_k1,none": ("rouge_l_vs_k1", 1.0),
+}
+
+
+def _num(x) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return math.nan
+    return v
+
+
+def _step(ckpt: str, result: dict) -> float:
+    if ckpt == "step0":
+        return 0.0
+    if ckpt.startswith("step") and ckpt[4:].isdigit():
+        return float(ckpt[4:])
+    if ckpt == "final":
+        cfg = result.get("provenance", {}).get("config") or {}
+        return _num((cfg.get("train") or {}).get("steps"))
+    return math.nan
+
+
+def eval_rows(result: dict, source_file: str = "") -> list[dict]:
+    """The tidy rows (one per known metric) of one ``mtpsd evaluate`` result dict."""
+    for key in ("task", "strategy", "param", "setting", "ckpt", "results"):
+        if key not in result:
+            raise MtpsdError(f"{source_file or 'result'}: missing key '{key}' (not an mtpsd evaluate file?)")
+    task = result["task"]
+    metrics = result["results"].get(task)
+    if metrics is None:
+        raise MtpsdError(f"{source_file}: results has no entry for task '{task}'")
+    stats = result.get("decode_stats") or {}
+    ckpt = result["ckpt"]
+    is_baseline = ckpt == "step0" and result["strategy"] == "static" and int(result["param"]) == 1
+    base = {
+        "table": "ours", "model": result.get("model"), "variant": result.get("run"),
+        "chat_template": "on" if result.get("chat_template") else "off",
+        "strategy": "baseline_step0" if is_baseline else result["strategy"],
+        "param": _num(result["param"]), "task": TASK_NAMES.get(task, task),
+        "eff_k": _num(stats.get("eff_k_mean")), "eff_k_sd": _num(stats.get("eff_k_sd")),
+        "run": result.get("run"), "checkpoint": ckpt, "step": _step(ckpt, result),
+        "setting": result["setting"], "tokens_per_s": _num(stats.get("tokens_per_s")),
+        "forward_passes": _num(stats.get("forward_passes")), "tokens": _num(stats.get("tokens")),
+        "n_docs": _num(result.get("n_docs")), "source_file": source_file,
+    }
+    rows = []
+    for key, (name, scale) in METRICS.items():
+        if key not in metrics:
+            continue
+        metric, filt = key.split(",", 1)
+        se = metrics.get(f"{metric}_stderr,{filt}")
+        rows.append({**base, "metric": name, "value": _num(metrics[key]) * scale,
+                     "value_se": _num(se) * scale, "metric_variant": key})
+    return rows
+
+
+def summarize_evals(paths: list[str | Path]) -> pd.DataFrame:
+    """``results.csv`` as a DataFrame, columns :data:`RESULT_COLUMNS`, sorted for reading."""
+    rows = []
+    for p in paths:
+        rows += eval_rows(read_json(p), str(p))
+    df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    return df.sort_values(["run", "task", "checkpoint", "strategy", "param", "metric"],
+                          kind="stable").reset_index(drop=True)
+
+
+def summarize_train_metrics(paths: list[str | Path]) -> pd.DataFrame:
+    """All runs' training metrics, one row per logged step; ``run`` = the run folder name."""
+    frames = []
+    for p in paths:
+        p = Path(p)
+        rows = read_jsonl(p, required=("step",))
+        run = p.parent.name
+        flat = []
+        for r in rows:
+            r = dict(r)
+            agreement = r.pop("agreement", None)
+            if isinstance(agreement, list):
+                for j, a in enumerate(agreement, 1):
+                    r[f"agreement_{j}"] = a
+            flat.append({"run": run, **r})
+        frames.append(pd.DataFrame(flat))
+    if not frames:
+        return pd.DataFrame(columns=["run", "step"])
+    df = pd.concat(frames, ignore_index=True)
+    agree = sorted((c for c in df.columns if c.startswith("agreement_")), key=lambda c: int(c.split("_")[1]))
+    first = ["run", "step"] + [c for c in df.columns if c not in ("run", "step") and c not in agree]
+    return df[first + agree].sort_values(["run", "step"], kind="stable").reset_index(drop=True)
+
+
+def join_paper(ours: pd.DataFrame, paper: pd.DataFrame, *, variant: str | None = "main") -> pd.DataFrame:
+    """Paper vs ours: each of our rows beside the paper's rows for the same task, strategy,
+    param and metric (one per paper model; none -> NaN paper columns).
+
+    ``variant`` keeps only that paper variant (``None`` = all). Paper columns get the
+    prefix ``paper_``; ``param`` is matched after rounding to 6 decimals.
+    """
+    missing = [c for c in PAPER_COLUMNS if c not in paper.columns]
+    if missing:
+        raise MtpsdError(f"paper table lacks columns {missing}")
+    if variant is not None:
+        paper = paper[paper["variant"] == variant]
+    keys = ["task", "strategy", "param", "metric"]
+    left = ours.copy()
+    right = paper[PAPER_COLUMNS].rename(columns={c: f"paper_{c}" for c in PAPER_COLUMNS if c not in keys})
+    left["_p"] = left["param"].astype(float).round(6)
+    right = right.assign(_p=right["param"].astype(float).round(6)).drop(columns="param")
+    out = left.merge(right, how="left", left_on=["task", "strategy", "_p", "metric"],
+                     right_on=["task", "strategy", "_p", "metric"])
+    return out.drop(columns="_p")
+
+
+def write_summary(evals: list[str | Path], train_metrics: list[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``results.csv`` and ``train_metrics.csv`` into ``out_dir`` (atomically)."""
+    from mtpsd.io import atomic_write_text
+
+    out_dir = Path(out_dir)
+    res, train = out_dir / "results.csv", out_dir / "train_metrics.csv"
+    atomic_write_text(res, summarize_evals(evals).to_csv(index=False))
+    atomic_write_text(train, summarize_train_metrics(train_metrics).to_csv(index=False))
+    return res, train

@@ -1,0 +1,93 @@
+"""Summary CSVs: paper columns first, units, baseline row, train metrics, paper join."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from mtpsd.cli import main
+from mtpsd.summarize import PAPER_COLUMNS, RESULT_COLUMNS, eval_rows, join_paper, summarize_evals
+from tests.conftest import SHARED
+
+PAPER = SHARED / "reference" / "paper_results.csv"
+
+
+def _result(task="mtpsd_gsm8k_cot", ckpt="final", setting="confadapt-tau0.9", strategy="confadapt",
+            param=0.9, metrics=None):
+    metrics = metrics or {"exact_match,flexible-extract": 0.25, "exact_match_stderr,flexible-extract": 0.1,
+                          "exact_match,strict-match": 0.2, "exact_match_stderr,strict-match": 0.09}
+    return {"run": "smol", "model": "smol", "chat_template": False, "task": task, "ckpt": ckpt,
+            "setting": setting, "strategy": strategy, "param": param, "n_docs": 20,
+            "results": {task: {"name": task, "alias": task, **metrics}},
+            "decode_stats": {"eff_k_mean": 2.5, "eff_k_sd": 1.2, "tokens_per_s": 30.0, "tokens": 500,
+                             "forward_passes": 200},
+            "provenance": {"config": {"train": {"steps": 200}}}}
+
+
+def test_columns_match_reference():
+    paper_cols = list(pd.read_csv(PAPER, nrows=1).columns)
+    assert PAPER_COLUMNS == paper_cols
+    assert RESULT_COLUMNS[: len(paper_cols)] == paper_cols
+    assert RESULT_COLUMNS[len(paper_cols):] == ["run", "checkpoint", "step", "setting", "metric_variant",
+                                                "tokens_per_s", "forward_passes", "tokens", "n_docs", "source_file"]
+
+
+def test_eval_rows_units_and_names():
+    rows = {r["metric"]: r for r in eval_rows(_result(), "x.json")}
+    acc = rows["accuracy_pct"]
+    assert acc["value"] == pytest.approx(25.0) and acc["value_se"] == pytest.approx(10.0)
+    assert rows["accuracy_strict_pct"]["value"] == pytest.approx(20.0)
+    assert (acc["table"], acc["task"], acc["strategy"], acc["param"], acc["chat_template"]) == \
+        ("ours", "gsm8k", "confadapt", 0.9, "off")
+    assert (acc["eff_k"], acc["eff_k_sd"], acc["step"], acc["metric_variant"]) == \
+        (2.5, 1.2, 200.0, "exact_match,flexible-extract")
+    base = eval_rows(_result(ckpt="step0", setting="static-k1", strategy="static", param=1), "y.json")
+    assert {r["strategy"] for r in base} == {"baseline_step0"} and base[0]["step"] == 0.0
+    mid = eval_rows(_result(ckpt="step50", setting="static-k1", strategy="static", param=1), "z.json")
+    assert {r["strategy"] for r in mid} == {"static"} and mid[0]["step"] == 50.0
+    cnn = eval_rows(_result(task="mtpsd_cnn_dailymail", metrics={"rouge_l,none": 0.21, "rouge_l_stderr,none": 0.01}))
+    assert [(r["task"], r["metric"], r["value"]) for r in cnn] == [("cnn_dailymail", "rouge_l", 0.21)]
+
+
+def test_summarize_cli_and_join(tmp_path):
+    files = []
+    for i, (ckpt, setting, strategy, param) in enumerate(
+            [("final", "confadapt-tau0.9", "confadapt", 0.9), ("step0", "static-k1", "static", 1),
+             ("final", "static-k2", "static", 2)]):
+        p = tmp_path / f"e{i}.json"
+        p.write_text(json.dumps(_result(ckpt=ckpt, setting=setting, strategy=strategy, param=param)))
+        files.append(str(p))
+    run_dir = tmp_path / "runs" / "smol"
+    run_dir.mkdir(parents=True)
+    rows = [{"step": 10, "loss": 2.0, "lr": 1e-5, "agreement": [1.0, 0.5, None]},
+            {"step": 20, "loss": 1.5, "lr": 1e-5, "agreement": [1.0, 0.6, 0.2]}]
+    (run_dir / "train_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "summary"
+    assert main(["summarize", "--evals", *files, "--train-metrics", str(run_dir / "train_metrics.jsonl"),
+                 "--out-dir", str(out)]) == 0
+    res = pd.read_csv(out / "results.csv")
+    assert list(res.columns) == RESULT_COLUMNS and len(res) == 6  # 3 files x 2 metrics
+    train = pd.read_csv(out / "train_metrics.csv")
+    assert list(train.columns) == ["run", "step", "loss", "lr", "agreement_1", "agreement_2", "agreement_3"]
+    assert train["run"].tolist() == ["smol", "smol"] and math.isnan(train["agreement_3"][0])
+
+    joined = join_paper(res, pd.read_csv(PAPER))
+    hit = joined[(joined.strategy == "confadapt") & (joined.metric == "accuracy_pct")]
+    assert sorted(hit["paper_model"]) == ["L3.1-8B-Magpie", "Qwen3-4B-Inst-2507"]
+    assert sorted(hit["paper_value"]) == [64.1, 83.6] and sorted(hit["paper_eff_k"]) == [3.1, 3.3]
+    base = joined[(joined.strategy == "baseline_step0") & (joined.metric == "accuracy_pct")]
+    assert sorted(base["paper_value"]) == [69.5, 75.4]
+    strict = joined[joined.metric == "accuracy_strict_pct"]
+    assert strict["paper_value"].isna().all()  # the paper has no strict-match column
+
+
+def test_summarize_errors(tmp_path):
+    from mtpsd.errors import MtpsdError
+
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps({"results": {}}))
+    with pytest.raises(MtpsdError, match="missing key"):
+        summarize_evals([p])
