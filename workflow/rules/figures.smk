@@ -3,60 +3,6 @@
 # confidence_quality, which scores validation prefixes with the student and its teacher.
 # Outputs: figures/fig{NN}_{slug}.{png,pdf}, paper/generated/*, paper/report.md.
 
-# Figure CLI name -> file stem (mirrors mtpsd.plotting.FIGURES).
-FIGURE_STEMS = {
-    "chunks": "fig01_chunks",
-    "layout": "fig02_layout",
-    "mask-offsets": "fig03_mask_offsets",
-    "mask-k": "fig04_mask_k",
-    "pareto": "fig05_pareto",
-    "confidence-quality": "fig06_confidence_quality",
-    "accuracy-steps": "fig07_accuracy_steps",
-    "acceleration-steps": "fig08_acceleration_steps",
-    "wallclock": "fig09_wallclock",
-    "training": "fig10_training",
-}
-# Validation prefixes scored for figure 6 (a few seconds per 100 on the tiny model).
-CONFIDENCE_PREFIXES = 200
-TABLES = ["table01_strategies", "table02_paper_vs_ours"]
-
-
-def figure_targets():
-    """Every figure (PNG + PDF), table, number file and the report: for rule all."""
-    out = [
-        f"figures/{s}.{ext}" for s in FIGURE_STEMS.values() for ext in ("png", "pdf")
-    ]
-    out += [f"paper/generated/{t}.{ext}" for t in TABLES for ext in ("md", "tex")]
-    out += [
-        "paper/generated/numbers.json",
-        "paper/generated/numbers.tex",
-        "paper/report.md",
-    ]
-    return out
-
-
-def chunks_decode_file(wildcards):
-    """Decode JSONL for figure 1: the first run's ConfAdapt setting closest to tau=0.9."""
-    run = RUNS[0]
-    settings = RUN_CFG[run].decode.settings
-    ca = [s for s in settings if s.startswith("confadapt-tau")]
-    if not ca:
-        raise WorkflowError(
-            f"run {run}: decode.settings has no confadapt-tau* setting for figure 1"
-        )
-    best = min(ca, key=lambda s: abs(float(s[len("confadapt-tau") :]) - 0.9))
-    return f"results/runs/{run}/decode/{best}.jsonl"
-
-
-def confidence_quality_args(wildcards):
-    """k of the proposals scored for figure 6: the run's training k_max."""
-    return [
-        "--k",
-        str(RUN_CFG[wildcards.run].train.k_max),
-        "--n",
-        str(CONFIDENCE_PREFIXES),
-    ]
-
 
 rule plot_chunks:
     """Figure 1: one generated answer coloured by decoding chunk."""
@@ -141,8 +87,8 @@ rule confidence_quality:
     """Analysis for figure 6: student confidence vs teacher NLL of its k-token proposal."""
     input:
         student="results/runs/{run}/checkpoint",
-        teacher="results/runs/{run}/mtp_init",
-        cfg="results/runs/{run}/config.json",
+        teacher=cq_teacher,
+        cfg=ancient("results/runs/{run}/config.json"),
         data="results/data/validation.jsonl",
     output:
         "results/summary/confidence_quality_{run}.csv",
@@ -156,6 +102,7 @@ rule confidence_quality:
         gpu=1,
     params:
         args=confidence_quality_args,
+        sections=stage_params("seed", "model", "train"),
     shell:
         "mtpsd confidence-quality --student {input.student:q} --teacher {input.teacher:q}"
         " --config {input.cfg:q} --data {input.data:q} {params.args:q}"

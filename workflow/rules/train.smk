@@ -1,30 +1,12 @@
 # Base model import, <MTP> token, self-distillation training (method.md sections 2-4).
-# Multi-GPU: run the same `mtpsd train-mtp` command under
-# `accelerate launch --config_file config/accelerate/fsdp.yaml -m mtpsd ...`.
-
-
-def pretrained_source(wildcards):
-    """model.pretrained of the runs whose base model is `wildcards.model`."""
-    sources = {c.model.pretrained for c in RUN_CFG.values() if c.model.name == wildcards.model}
-    if len(sources) != 1:
-        raise WorkflowError(f"model '{wildcards.model}': runs disagree on model.pretrained ({sources})")
-    return sources.pop()
-
-
-def train_config_params(wildcards):
-    """Config sections train_mtp reads (editing them re-runs training)."""
-    return section_params(wildcards.run, "seed", "model", "train")
-
-
-def train_checkpoint_dir(wildcards):
-    """Intermediate checkpoints: not an output, so they survive a failed job (resume)."""
-    return f"results/runs/{wildcards.run}/checkpoints"
+# Multi-GPU: set train.accelerate_config (e.g. config/accelerate/fsdp.yaml) and the same
+# `mtpsd train-mtp` command runs under `accelerate launch --config_file X -m mtpsd`.
 
 
 rule import_base:
     """Load a pretrained base model (hub id, directory or GGUF) as a plain HF directory."""
     input:
-        cfg="results/config.json",
+        cfg=ancient("results/config.json"),
     output:
         directory("results/models/{model}"),
     wildcard_constraints:
@@ -44,10 +26,12 @@ rule import_base:
 rule add_mtp_token:
     """Base model + <MTP> (reserved slot or new row, Gaussian init): the step-0 checkpoint."""
     input:
-        cfg="results/runs/{run}/config.json",
+        cfg=ancient("results/runs/{run}/config.json"),
         base=base_model_dir,
     output:
         directory("results/runs/{run}/mtp_init"),
+    params:
+        sections=stage_params("seed", "model"),
     log:
         "results/runs/{run}/logs/add_mtp_token.log",
     benchmark:
@@ -61,24 +45,48 @@ rule add_mtp_token:
 rule train_mtp:
     """Online self-distillation; checkpoints every train.checkpoint_every steps (resumable)."""
     input:
-        cfg="results/runs/{run}/config.json",
+        cfg=ancient("results/runs/{run}/config.json"),
         init="results/runs/{run}/mtp_init",
         data="results/data/train.jsonl",
     output:
         ckpt=directory("results/runs/{run}/checkpoint"),
         metrics="results/runs/{run}/train_metrics.jsonl",
+    wildcard_constraints:
+        run=names_regex(TRAINED_RUNS),
     params:
         sections=train_config_params,
         checkpoints=train_checkpoint_dir,
+        launcher=train_launcher,
     log:
         "results/runs/{run}/logs/train_mtp.log",
     benchmark:
         "results/runs/{run}/benchmarks/train_mtp.tsv"
     resources:
-        gpu=1,
+        gpu=train_gpus,
     conda:
         "../envs/mtp.yaml"
     shell:
-        "mtpsd train-mtp --config {input.cfg:q} --init {input.init:q} --train {input.data:q}"
+        # params.launcher is already shell-quoted (mtpsd.launch.train_command_shell)
+        "{params.launcher} train-mtp --config {input.cfg:q} --init {input.init:q} --train {input.data:q}"
         " --checkpoint-dir {params.checkpoints:q}"
         " --out {output.ckpt:q} --metrics {output.metrics:q} > {log:q} 2>&1"
+
+
+rule import_checkpoint:
+    """A published MTP checkpoint as the run's final checkpoint (reviewers: no training)."""
+    input:
+        cfg=ancient("results/runs/{run}/config.json"),
+    output:
+        directory("results/runs/{run}/checkpoint"),
+    wildcard_constraints:
+        run=names_regex(IMPORTED_RUNS),
+    params:
+        source=imported_checkpoint_source,
+    log:
+        "results/runs/{run}/logs/import_checkpoint.log",
+    benchmark:
+        "results/runs/{run}/benchmarks/import_checkpoint.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd import-checkpoint --source {params.source:q} --out {output:q} > {log:q} 2>&1"

@@ -19,7 +19,7 @@ def add_arguments(p) -> None:
     p.add_argument("--config", action="append", default=[], help="YAML file; repeat to overlay")
     p.add_argument("--json", help="merged config as a JSON string (what Snakemake passes)")
     p.add_argument("--run", help="named run whose overrides to apply (omit for the global config)")
-    p.add_argument("--out", required=True, help="resolved config JSON to write")
+    p.add_argument("--out", required=True, help="resolved config JSON to write ('-': print it)")
 
 
 def run(args) -> int:
@@ -33,6 +33,9 @@ def run(args) -> int:
             raise ConfigError(f"--json: not valid JSON ({e})") from None
     cfg = resolve(raw, args.run)
     out = cfg.to_dict()
+    if args.out == "-":
+        print(json.dumps(out, indent=2))
+        return 0
     out["provenance"] = provenance(seed=cfg.seed)
     atomic_write_json(args.out, out)
     print(f"resolved config{' for run ' + args.run if args.run else ''} -> {args.out}")

@@ -24,6 +24,9 @@ class EvalConfig:
         default_factory=lambda: ["static-k1", "confadapt-tau0.9"],
         help="decoding settings evaluated on intermediate checkpoints (checkpoint_steps)",
     )
+    confidence_prefixes: int = field(
+        200, help="validation prefixes scored for the confidence-vs-quality analysis (figure 6)"
+    )
     max_logged_samples: int = field(
         2000, help="keep lm-eval's per-document samples in the result JSON up to this many documents"
     )
@@ -34,4 +37,5 @@ class EvalConfig:
         check(all(s >= 0 for s in self.checkpoint_steps), "checkpoint_steps", "steps must be >= 0")
         check(all(isinstance(v, str) and v for v in self.data_files.values()), "data_files",
               "values must be file paths")
+        check(self.confidence_prefixes >= 1, "confidence_prefixes", "must be >= 1")
         check(self.max_logged_samples >= 0, "max_logged_samples", "must be >= 0")

@@ -1,0 +1,64 @@
+# Data preparation and the tiny from-scratch base model.
+# results/config.json comes from rule resolve_config (config.smk).
+
+
+rule prepare_data:
+    """Build train/validation/test JSONL (synthetic, MetaMathQA or GSM8K) and stats."""
+    input:
+        cfg=ancient("results/config.json"),
+    output:
+        train="results/data/train.jsonl",
+        validation="results/data/validation.jsonl",
+        test="results/data/test.jsonl",
+        stats="results/data/stats.json",
+    params:
+        sections=global_params("seed", "data"),
+    log:
+        "results/data/logs/prepare_data.log",
+    benchmark:
+        "results/data/benchmarks/prepare_data.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        r"""
+        mtpsd prepare-data \
+            --config {input.cfg:q} \
+            --train {output.train:q} \
+            --validation {output.validation:q} \
+            --test {output.test:q} \
+            --stats {output.stats:q} \
+            > {log:q} 2>&1
+        """
+
+
+rule pretrain_base:
+    """Train the tiny tokenizer and Llama base model from scratch (model.source: scratch)."""
+    input:
+        cfg=ancient("results/config.json"),
+        train="results/data/train.jsonl",
+        validation="results/data/validation.jsonl",
+        test="results/data/test.jsonl",
+    output:
+        model=directory("results/models/{model}"),
+    wildcard_constraints:
+        model=names_regex(SCRATCH_MODELS),
+    params:
+        sections=model_config_params,
+    log:
+        "results/logs/pretrain_base/{model}.log",
+    benchmark:
+        "results/benchmarks/pretrain_base/{model}.tsv"
+    threads: 2
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        r"""
+        mtpsd pretrain-base \
+            --config {input.cfg:q} \
+            --train {input.train:q} \
+            --validation {input.validation:q} \
+            --test {input.test:q} \
+            --out {output.model:q} \
+            --threads {threads} \
+            > {log:q} 2>&1
+        """
