@@ -3,6 +3,12 @@
     python benchmarks/decode_speed.py --checkpoint results/runs/tiny/checkpoint \
         --prompts results/data/test.jsonl --n 8 --max-new-tokens 64 --out results/bench/decode_speed.json
     python benchmarks/decode_speed.py --gguf PATH/SmolLM2-135M-Instruct.Q4_1.gguf --chat-template ...
+    python benchmarks/decode_speed.py --random-arch benchmarks/arch/llama31_8b.json \
+        --tokenizer results/runs/tiny/checkpoint --device cuda --dtype bfloat16 ...
+
+``--random-arch`` builds a randomly initialised model from a config file (for a
+paper-sized architecture whose weights are not at hand): Static-k and verify timings
+do not depend on the weights, ConfAdapt chunk sizes do (random weights: chunks of 1).
 
 Same model, same prompts, one process; for every prompt each method runs once in turn
 (interleaved, so drift in machine load hits all methods alike) after one warm-up
@@ -25,6 +31,21 @@ def load(args):
 
     if args.checkpoint:
         model, tok = load_checkpoint(args.checkpoint, dtype=args.dtype, device=args.device)
+    elif args.random_arch:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        if not args.tokenizer:
+            raise SystemExit("--random-arch needs --tokenizer (any tokenizer whose ids fit the vocab)")
+        dev = resolve_device(args.device)
+        cfg = AutoConfig.from_pretrained(args.random_arch)
+        torch.manual_seed(0)
+        with torch.device(dev):
+            model = AutoModelForCausalLM.from_config(cfg, dtype=resolve_dtype(args.dtype, dev),
+                                                     attn_implementation="sdpa").eval()
+        tok = AutoTokenizer.from_pretrained(args.tokenizer)
+        if len(tok) >= cfg.vocab_size:
+            raise SystemExit(f"tokenizer has {len(tok)} ids, the architecture only {cfg.vocab_size}")
+        model.config.mtp_token_id = cfg.vocab_size - 1  # an id the tokenizer never produces
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -75,6 +96,8 @@ def main(argv=None) -> int:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="checkpoint directory")
     src.add_argument("--gguf", help="GGUF file (SmolLM2)")
+    src.add_argument("--random-arch", help="HF config.json of an architecture to initialise at random")
+    p.add_argument("--tokenizer", help="tokenizer directory for --random-arch")
     p.add_argument("--prompts", required=True, help="JSONL with 'question' or 'prompt'")
     p.add_argument("--n", type=int, default=8, help="number of prompts")
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -126,7 +149,7 @@ def main(argv=None) -> int:
         print(f"{r['method']:<22}{r['eff_k']:>7.2f}{r['tokens_per_s']:>9.1f}{r['speedup']:>9.2f}"
               f"{r['efficiency']:>8.2f}{r['tokens']:>8d}")
     atomic_write_json(args.out, {
-        "model": args.checkpoint or args.gguf, "n_prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
+        "model": args.checkpoint or args.gguf or args.random_arch, "n_prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
         "device": str(model.device), "dtype": str(next(model.parameters()).dtype), "mtp_token_id": mtp,
         "results": table, "provenance": provenance(threads=args.threads),
     })
