@@ -110,9 +110,9 @@ def _git_sha() -> str | None:
     if out.returncode != 0:
         return None
     sha = out.stdout.strip()
-    dirty = subprocess.run(
+    dirty = subprocess.run(  # GIT_OPTIONAL_LOCKS=0: never take index.lock from the user's git
         ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-        cwd=Path(__file__).resolve().parent,
+        cwd=Path(__file__).resolve().parent, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
     ).stdout.strip()
     return sha + ("-dirty" if dirty else "")
 

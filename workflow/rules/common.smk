@@ -12,7 +12,6 @@ from mtpsd.launch import train_command_shell, train_num_gpus
 from mtpsd.plotting import FIGURES
 from mtpsd.settings import format_setting, parse_setting
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 
 try:
@@ -34,7 +33,9 @@ def names_regex(names):
 
 
 SCRATCH_MODELS = [c.model.name for c in RUN_CFG.values() if c.model.source == "scratch"]
-PRETRAINED_MODELS = [c.model.name for c in RUN_CFG.values() if c.model.source == "pretrained"]
+PRETRAINED_MODELS = [
+    c.model.name for c in RUN_CFG.values() if c.model.source == "pretrained"
+]
 
 
 def config_json():
@@ -43,8 +44,8 @@ def config_json():
 
 
 def section_params(run, *sections):
-    """JSON of the config sections a rule depends on: a params entry, so that editing
-    one section re-runs only the steps that read it (config JSON inputs are ancient())."""
+    """JSON of the config sections a step depends on, for its params: editing one
+    section re-runs only the steps that read it (config JSON inputs are ancient())."""
     cfg = CFG.to_dict() if run is None else RUN_CFG[run].to_dict()
     return json.dumps({s: cfg[s] for s in sections}, sort_keys=True)
 
@@ -71,11 +72,16 @@ def model_config_params(wildcards):
 
 # ---- helpers of train.smk -------------------------------------------------------
 
+
 def pretrained_source(wildcards):
     """model.pretrained of the runs whose base model is `wildcards.model`."""
-    sources = {c.model.pretrained for c in RUN_CFG.values() if c.model.name == wildcards.model}
+    sources = {
+        c.model.pretrained for c in RUN_CFG.values() if c.model.name == wildcards.model
+    }
     if len(sources) != 1:
-        raise WorkflowError(f"model '{wildcards.model}': runs disagree on model.pretrained ({sources})")
+        raise WorkflowError(
+            f"model '{wildcards.model}': runs disagree on model.pretrained ({sources})"
+        )
     return sources.pop()
 
 
@@ -122,7 +128,10 @@ def decode_targets():
     out = []
     for run in RUNS:
         for s in RUN_CFG[run].decode.settings:
-            out += [f"results/runs/{run}/decode/{s}.jsonl", f"results/runs/{run}/decode/{s}.summary.json"]
+            out += [
+                f"results/runs/{run}/decode/{s}.jsonl",
+                f"results/runs/{run}/decode/{s}.summary.json",
+            ]
     return out
 
 
@@ -130,8 +139,18 @@ def decode_args(wildcards):
     """CLI arguments of one setting, as a list (quoted element by element with :q)."""
     cfg = RUN_CFG[wildcards.run]
     strategy, k, tau = parse_setting(wildcards.setting, k_max=cfg.decode.k_max)
-    args = ["--strategy", strategy, "--k", str(k), "--tau", str(tau),
-            "--max-new-tokens", str(cfg.decode.max_new_tokens), "--dtype", cfg.model.dtype]
+    args = [
+        "--strategy",
+        strategy,
+        "--k",
+        str(k),
+        "--tau",
+        str(tau),
+        "--max-new-tokens",
+        str(cfg.decode.max_new_tokens),
+        "--dtype",
+        cfg.model.dtype,
+    ]
     if cfg.decode.limit is not None:
         args += ["--limit", str(cfg.decode.limit)]
     if cfg.model.chat_template:
@@ -157,19 +176,18 @@ def eval_settings_final(cfg):
 def eval_run_targets(run):
     """Every evaluation JSON of one run: final sweep, step-0 at k=1, intermediate checkpoints."""
     cfg = RUN_CFG[run]
-    base = "results/runs/" + run + "/eval/{task}/{ckpt}/{setting}.json"
+
+    def path(task, ckpt, setting):
+        return f"results/runs/{run}/eval/{task}/{ckpt}/{setting}.json"
+
     out = []
     for task in cfg.eval.tasks:
-        out += [
-            base.format(task=task, ckpt="final", setting=s)
-            for s in eval_settings_final(cfg)
-        ]
+        out += [path(task, "final", s) for s in eval_settings_final(cfg)]
         if run in IMPORTED_RUNS:  # no step-0 or intermediate checkpoints
             continue
-        out.append(base.format(task=task, ckpt="step0", setting="static-k1"))
+        out.append(path(task, "step0", "static-k1"))
         for step in cfg.eval.checkpoint_steps:
-            for s in cfg.eval.checkpoint_settings:
-                out.append(base.format(task=task, ckpt=f"step{step}", setting=s))
+            out += [path(task, f"step{step}", s) for s in cfg.eval.checkpoint_settings]
     return list(dict.fromkeys(out))
 
 

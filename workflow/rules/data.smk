@@ -11,14 +11,14 @@ rule prepare_data:
         validation="results/data/validation.jsonl",
         test="results/data/test.jsonl",
         stats="results/data/stats.json",
-    params:
-        sections=global_params("seed", "data"),
     log:
         "results/data/logs/prepare_data.log",
     benchmark:
         "results/data/benchmarks/prepare_data.tsv"
     conda:
         "../envs/mtp.yaml"
+    params:
+        sections=global_params("seed", "data"),
     shell:
         r"""
         mtpsd prepare-data \
@@ -27,7 +27,7 @@ rule prepare_data:
             --validation {output.validation:q} \
             --test {output.test:q} \
             --stats {output.stats:q} \
-            > {log:q} 2>&1
+            >{log:q} 2>&1
         """
 
 
@@ -40,17 +40,17 @@ rule pretrain_base:
         test="results/data/test.jsonl",
     output:
         model=directory("results/models/{model}"),
-    wildcard_constraints:
-        model=names_regex(SCRATCH_MODELS),
-    params:
-        sections=model_config_params,
     log:
         "results/logs/pretrain_base/{model}.log",
     benchmark:
         "results/benchmarks/pretrain_base/{model}.tsv"
-    threads: 2
+    wildcard_constraints:
+        model=names_regex(SCRATCH_MODELS),
     conda:
         "../envs/mtp.yaml"
+    threads: 2
+    params:
+        sections=model_config_params,
     shell:
         r"""
         mtpsd pretrain-base \
@@ -60,5 +60,5 @@ rule pretrain_base:
             --test {input.test:q} \
             --out {output.model:q} \
             --threads {threads} \
-            > {log:q} 2>&1
+            >{log:q} 2>&1
         """

@@ -12,19 +12,19 @@ rule decode:
     output:
         rows="results/runs/{run}/decode/{setting}.jsonl",
         summary="results/runs/{run}/decode/{setting}.summary.json",
-    wildcard_constraints:
-        setting=r"static-k[0-9]+|verify-k[0-9]+|confadapt-tau[0-9.]+",
-    params:
-        args=decode_args,
-        sections=stage_params("model"),
     log:
         "results/runs/{run}/logs/decode/{setting}.log",
     benchmark:
         "results/runs/{run}/benchmarks/decode/{setting}.tsv"
-    resources:
-        gpu=1,
+    wildcard_constraints:
+        setting=r"static-k[0-9]+|verify-k[0-9]+|confadapt-tau[0-9.]+",
     conda:
         "../envs/mtp.yaml"
+    resources:
+        gpu=1,
+    params:
+        args=decode_args,
+        sections=stage_params("model"),
     shell:
         "mtpsd decode --checkpoint {input.ckpt:q} --prompts {input.prompts:q} {params.args:q}"
         " --out {output.rows:q} > {log:q} 2>&1"

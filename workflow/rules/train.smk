@@ -9,16 +9,16 @@ rule import_base:
         cfg=ancient("results/config.json"),
     output:
         directory("results/models/{model}"),
-    wildcard_constraints:
-        model=names_regex(PRETRAINED_MODELS),
-    params:
-        source=pretrained_source,
     log:
         "results/logs/import_base_{model}.log",
     benchmark:
         "results/benchmarks/import_base_{model}.tsv"
+    wildcard_constraints:
+        model=names_regex(PRETRAINED_MODELS),
     conda:
         "../envs/mtp.yaml"
+    params:
+        source=pretrained_source,
     shell:
         "mtpsd import-base --source {params.source:q} --out {output:q} > {log:q} 2>&1"
 
@@ -30,14 +30,14 @@ rule add_mtp_token:
         base=base_model_dir,
     output:
         directory("results/runs/{run}/mtp_init"),
-    params:
-        sections=stage_params("seed", "model"),
     log:
         "results/runs/{run}/logs/add_mtp_token.log",
     benchmark:
         "results/runs/{run}/benchmarks/add_mtp_token.tsv"
     conda:
         "../envs/mtp.yaml"
+    params:
+        sections=stage_params("seed", "model"),
     shell:
         "mtpsd add-mtp-token --config {input.cfg:q} --base {input.base:q} --out {output:q} > {log:q} 2>&1"
 
@@ -51,20 +51,20 @@ rule train_mtp:
     output:
         ckpt=directory("results/runs/{run}/checkpoint"),
         metrics="results/runs/{run}/train_metrics.jsonl",
-    wildcard_constraints:
-        run=names_regex(TRAINED_RUNS),
-    params:
-        sections=train_config_params,
-        checkpoints=train_checkpoint_dir,
-        launcher=train_launcher,
     log:
         "results/runs/{run}/logs/train_mtp.log",
     benchmark:
         "results/runs/{run}/benchmarks/train_mtp.tsv"
-    resources:
-        gpu=train_gpus,
+    wildcard_constraints:
+        run=names_regex(TRAINED_RUNS),
     conda:
         "../envs/mtp.yaml"
+    resources:
+        gpu=train_gpus,
+    params:
+        sections=train_config_params,
+        checkpoints=train_checkpoint_dir,
+        launcher=train_launcher,
     shell:
         # params.launcher is already shell-quoted (mtpsd.launch.train_command_shell)
         "{params.launcher} train-mtp --config {input.cfg:q} --init {input.init:q} --train {input.data:q}"
@@ -78,15 +78,15 @@ rule import_checkpoint:
         cfg=ancient("results/runs/{run}/config.json"),
     output:
         directory("results/runs/{run}/checkpoint"),
-    wildcard_constraints:
-        run=names_regex(IMPORTED_RUNS),
-    params:
-        source=imported_checkpoint_source,
     log:
         "results/runs/{run}/logs/import_checkpoint.log",
     benchmark:
         "results/runs/{run}/benchmarks/import_checkpoint.tsv"
+    wildcard_constraints:
+        run=names_regex(IMPORTED_RUNS),
     conda:
         "../envs/mtp.yaml"
+    params:
+        source=imported_checkpoint_source,
     shell:
         "mtpsd import-checkpoint --source {params.source:q} --out {output:q} > {log:q} 2>&1"
