@@ -39,6 +39,27 @@ def make_tiny_llama(vocab_size: int = 64, *, hidden_size: int = 32, num_layers: 
     return model
 
 
+def make_char_tokenizer(chars: str = "0123456789abcdefghijklmnopqrstuvwxyz \n.:#?,$'-+=*<>", *,
+                        vocab_size: int = 64, add_bos: bool = True):
+    """A character-level ``PreTrainedTokenizerFast``: ``<pad>``=0 (also unknown), ``<s>``=1,
+    ``</s>``=2, then one id per character; ``<MTP>`` is the last id (as ``make_tiny_llama``
+    records). ``add_bos``: prepend ``<s>`` when encoding, as Llama tokenizers do."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2} | {c: i + 3 for i, c in enumerate(chars)}
+    assert len(vocab) < vocab_size, "characters do not fit below the <MTP> id"
+    vocab["<MTP>"] = vocab_size - 1
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    if add_bos:
+        tk.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>", additional_special_tokens=["<MTP>"])
+
+
 @pytest.fixture
 def tiny_llama():
     """Factory fixture: ``tiny_llama(vocab_size=..., seed=...)``."""

@@ -10,29 +10,9 @@ import pytest
 
 from mtpsd.cli import main
 from mtpsd.errors import MtpsdError
+from tests.conftest import make_char_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
-
-
-def make_char_tokenizer(vocab_size: int = 64):
-    """A char-level ``PreTrainedTokenizerFast``: ids 0-3 pad/bos/eos/unk, then characters;
-    the last id is ``<MTP>`` (as ``make_tiny_llama`` records). Adds BOS like Llama."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from tokenizers.processors import TemplateProcessing
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<s>", "</s>", "<unk>"]
-    chars = list("0123456789abcdefghijklmnopqrstuvwxyz \n.:#?,$'-+=*<>")
-    vocab = {t: i for i, t in enumerate(specials + chars)}
-    assert len(vocab) < vocab_size
-    vocab["<MTP>"] = vocab_size - 1
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.normalizer = None
-    tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tk.decoder = decoders.Fuse()
-    tk.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", unk_token="<unk>", additional_special_tokens=["<MTP>"])
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +108,21 @@ def test_evaluate_errors(run_dir, tmp_path):
     rc = main(["evaluate", "--config", str(run_dir / "config.json"), "--checkpoint", str(run_dir / "mtp_init"),
                "--task", "mtpsd_synth_math", "--setting", "fast-k9", "--out", str(tmp_path / "x.json")])
     assert rc == 2
+
+
+def test_lm_eval_cli_knows_the_mtpsd_model_and_our_tasks(run_dir, tmp_path, monkeypatch):
+    """`mtpsd lm-eval run --model mtpsd ...` (lm-eval's own CLI) on a local task file."""
+    data = tmp_path / "results" / "data" / "test.jsonl"  # the task's default data_files
+    data.parent.mkdir(parents=True)
+    data.write_text((FIXTURES / "synth_math.jsonl").read_text())
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "lm_eval_out"
+    rc = main(["lm-eval", "run", "--model", "mtpsd", "--model_args",
+               f"pretrained={run_dir / 'mtp_init'},strategy=static,k=2,max_gen_toks=16",
+               "--tasks", "mtpsd_synth_math", "--limit", "2", "--device", "cpu", "--output_path", str(out)])
+    assert rc == 0
+    results = list(out.rglob("results_*.json"))
+    assert len(results) == 1
+    res = json.loads(results[0].read_text())
+    assert "exact_match,flexible-extract" in res["results"]["mtpsd_synth_math"]
+    assert res["config"]["model"] == "mtpsd"

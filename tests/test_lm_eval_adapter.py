@@ -10,21 +10,15 @@ from lm_eval.api.instance import Instance
 
 from mtpsd.decoding import generate
 from mtpsd.lm_eval_adapter import MTPLM
+from tests.conftest import make_char_tokenizer
 
 MTP = 63
 CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,:?\n!;"  # 60 chars: ids 3..62
 
 
 def char_tokenizer():
-    """Character-level fast tokenizer: <pad>=0, <s>=1, </s>=2, then one id per char (63 ids)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2} | {c: i + 3 for i, c in enumerate(CHARS)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    """Character-level tokenizer: <pad>=0, <s>=1, </s>=2, then one id per char; <MTP>=63."""
+    return make_char_tokenizer(CHARS, add_bos=False)
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ def test_mean_se():
 def test_generation_perplexity_uniform_model_equals_vocab(tiny_llama):
     """Zero output weights -> uniform next-token distribution -> perplexity = V exactly."""
     import torch
-    from tests.test_evaluate import make_char_tokenizer
+    from tests.conftest import make_char_tokenizer
 
     tok = make_char_tokenizer()
     model = tiny_llama(64)
@@ -86,7 +86,7 @@ def test_generation_perplexity_uniform_model_equals_vocab(tiny_llama):
 
 def test_generation_perplexity_matches_manual(tiny_llama):
     import torch
-    from tests.test_evaluate import make_char_tokenizer
+    from tests.conftest import make_char_tokenizer
 
     tok = make_char_tokenizer()
     model = tiny_llama(64, seed=3)

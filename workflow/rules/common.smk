@@ -218,12 +218,18 @@ def eval_checkpoint_input(wildcards):
     return f"results/runs/{wildcards.run}/checkpoint"
 
 
+# Tasks whose documents are our prepared test split when it has their source.
+EVAL_ON_TEST_SPLIT = {EVAL_SYNTH: "synthetic", "mtpsd_gsm8k_cot": "gsm8k"}
+
+
 def eval_data_file(wildcards):
-    """Local data of the task: eval.data_files[task]; the generated test split for synth math."""
-    files = RUN_CFG[wildcards.run].eval.data_files
-    if wildcards.task in files:
-        return [files[wildcards.task]]
-    if wildcards.task == EVAL_SYNTH:
+    """Local data of the task: eval.data_files[task], else results/data/test.jsonl for
+    tasks whose source is the prepared test split (synthetic math; GSM8K when
+    data.test_source is gsm8k), else none (the task's hub dataset)."""
+    cfg = RUN_CFG[wildcards.run]
+    if wildcards.task in cfg.eval.data_files:
+        return [cfg.eval.data_files[wildcards.task]]
+    if EVAL_ON_TEST_SPLIT.get(wildcards.task) == cfg.data.test_source:
         return ["results/data/test.jsonl"]
     return []
 

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-mtp": ("train_mtp", "self-distillation training"),
     "decode": ("decode", "decode a prompt file with a strategy; write generations and statistics"),
     "evaluate": ("evaluate", "one checkpoint x one task x one decoding setting through lm-eval"),
+    "lm-eval": ("lm_eval", "lm-evaluation-harness's CLI with --model mtpsd and our tasks registered"),
     "summarize": ("summarize", "collect evaluation JSONs into tidy CSVs"),
     "confidence-quality": ("confidence_quality", "student confidence vs teacher loss of its k-token proposal (figure 6 data)"),
     "plot": ("plot", "draw one figure"),
