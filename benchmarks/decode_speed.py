@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from mtpsd.data.prompts import format_prompt
+    from mtpsd.data.prompts import encode_prompt
     from mtpsd.io import atomic_write_json, provenance, read_jsonl
 
     model, tok, mtp = load(args)
@@ -120,8 +120,8 @@ def main(argv=None) -> int:
     rows = read_jsonl(args.prompts)[: args.n]
     prompts = []
     for r in rows:
-        text = format_prompt(tok, r.get("question") or r["prompt"], chat_template=args.chat_template)
-        prompts.append(tok(text, add_special_tokens=not args.chat_template, return_tensors="pt").input_ids.to(model.device))
+        ids = encode_prompt(tok, r.get("question") or r["prompt"], chat_template=args.chat_template)
+        prompts.append(torch.tensor([ids], device=model.device))
     ms = methods(args)
     with torch.no_grad():
         for m in ms:  # warm-up round

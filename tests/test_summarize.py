@@ -71,8 +71,14 @@ def test_summarize_cli_and_join(tmp_path):
     res = pd.read_csv(out / "results.csv")
     assert list(res.columns) == RESULT_COLUMNS and len(res) == 6  # 3 files x 2 metrics
     train = pd.read_csv(out / "train_metrics.csv")
-    assert list(train.columns) == ["run", "step", "loss", "lr", "agreement_1", "agreement_2", "agreement_3"]
-    assert train["run"].tolist() == ["smol", "smol"] and math.isnan(train["agreement_3"][0])
+    assert list(train.columns) == ["run", "step", "loss", "lr", "agreement_j1", "agreement_j2", "agreement_j3"]
+    assert train["run"].tolist() == ["smol", "smol"] and math.isnan(train["agreement_j3"][0])
+    # the figures read what summarize writes (results.csv and train_metrics.csv)
+    from mtpsd.plotting.data import agreement_columns, read_results, read_train_metrics
+
+    assert agreement_columns(read_train_metrics(out / "train_metrics.csv")) == [
+        "agreement_j1", "agreement_j2", "agreement_j3"]
+    assert len(read_results(out / "results.csv")) == 6
 
     joined = join_paper(res, pd.read_csv(PAPER))
     hit = joined[(joined.strategy == "confadapt") & (joined.metric == "accuracy_pct")]

@@ -9,7 +9,7 @@ paper's ``accuracy_pct``) and ROUGE as a fraction, ``value_se`` in the same unit
 columns follow (:data:`EXTRA_COLUMNS`).
 
 ``train_metrics.csv``: all runs' ``train_metrics.jsonl`` rows with a ``run`` column;
-the per-position ``agreement`` list becomes ``agreement_1 .. agreement_K``.
+the per-position ``agreement`` list becomes ``agreement_j1 .. agreement_jK``.
 
     from mtpsd.summarize import summarize_evals, join_paper
     ours = summarize_evals(["results/runs/tiny/eval/mtpsd_synth_math/final/static-k1.json"])
@@ -115,6 +115,21 @@ def summarize_evals(paths: list[str | Path]) -> pd.DataFrame:
                           kind="stable").reset_index(drop=True)
 
 
+
+AGREEMENT_PREFIX = "agreement_j"
+
+
+def agreement_column(j: int) -> str:
+    """Column of train_metrics.csv holding the teacher agreement at read-out position j."""
+    return f"{AGREEMENT_PREFIX}{j}"
+
+
+def agreement_columns(df: pd.DataFrame) -> list[str]:
+    """The ``agreement_j1 .. agreement_jK`` columns of ``df``, ordered by j."""
+    n = len(AGREEMENT_PREFIX)
+    cols = [c for c in df.columns if c.startswith(AGREEMENT_PREFIX) and c[n:].isdigit()]
+    return sorted(cols, key=lambda c: int(c[n:]))
+
 def summarize_train_metrics(paths: list[str | Path]) -> pd.DataFrame:
     """All runs' training metrics, one row per logged step; ``run`` = the run folder name."""
     frames = []
@@ -128,13 +143,13 @@ def summarize_train_metrics(paths: list[str | Path]) -> pd.DataFrame:
             agreement = r.pop("agreement", None)
             if isinstance(agreement, list):
                 for j, a in enumerate(agreement, 1):
-                    r[f"agreement_{j}"] = a
+                    r[agreement_column(j)] = a
             flat.append({"run": run, **r})
         frames.append(pd.DataFrame(flat))
     if not frames:
         return pd.DataFrame(columns=["run", "step"])
     df = pd.concat(frames, ignore_index=True)
-    agree = sorted((c for c in df.columns if c.startswith("agreement_")), key=lambda c: int(c.split("_")[1]))
+    agree = agreement_columns(df)
     first = ["run", "step"] + [c for c in df.columns if c not in ("run", "step") and c not in agree]
     return df[first + agree].sort_values(["run", "step"], kind="stable").reset_index(drop=True)
 

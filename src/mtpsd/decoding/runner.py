@@ -35,7 +35,7 @@ def decode_file(checkpoint: str | Path, prompts: str | Path, out: str | Path, *,
                 tau: float, max_new_tokens: int, chat_template: bool, limit: int | None = None,
                 device: str | None = None, dtype: str = "auto") -> dict:
     """Decode every prompt of ``prompts`` (greedy, batch 1); return the summary written."""
-    from mtpsd.data.prompts import format_prompt
+    from mtpsd.data.prompts import encode_prompt, format_prompt
 
     rows = read_jsonl(prompts)
     if limit is not None:
@@ -45,12 +45,13 @@ def decode_file(checkpoint: str | Path, prompts: str | Path, out: str | Path, *,
     stop_ids = tuple(sorted({int(tok.eos_token_id)} if tok.eos_token_id is not None else set()))
     out_rows, results = [], []
     for i, row in enumerate(tqdm(rows, desc=f"decode {strategy} k={k}", unit="prompt")):
-        text = format_prompt(tok, _question(row, prompts, i), chat_template=chat_template)
-        ids = tok(text, add_special_tokens=not chat_template, return_tensors="pt").input_ids
+        question = _question(row, prompts, i)
+        text = format_prompt(tok, question, chat_template=chat_template)
+        ids = torch.tensor([encode_prompt(tok, question, chat_template=chat_template)])
         res = generate(model, ids.to(model.device), mtp_token_id=mtp, strategy=strategy, k=k, tau=tau,
                        max_new_tokens=max_new_tokens, stop_token_ids=stop_ids or None, tokenizer=tok)
         results.append(res)
-        out_rows.append({"id": row.get("id", i), "question": _question(row, prompts, i), "prompt": text,
+        out_rows.append({"id": row.get("id", i), "question": question, "prompt": text,
                          **res.to_dict(), "token_strs": [tok.decode([t]) for t in res.tokens]})
     atomic_write_jsonl(out, out_rows)
     summary = {

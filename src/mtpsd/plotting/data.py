@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from mtpsd.errors import MtpsdError
+from mtpsd.summarize import agreement_columns as summary_agreement_columns
 
 PAPER_COLUMNS = [
     "table", "model", "variant", "chat_template", "strategy", "param", "task", "metric",
@@ -77,9 +78,7 @@ def read_train_metrics(path: str | Path) -> pd.DataFrame:
 
 def agreement_columns(df: pd.DataFrame) -> list[str]:
     """``agreement_j1 .. agreement_jK`` present in ``df`` with any data, ordered by j."""
-    cols = [c for c in df.columns if c.startswith("agreement_j") and c[11:].isdigit()]
-    cols = [c for c in cols if df[c].notna().any()]
-    return sorted(cols, key=lambda c: int(c[11:]))
+    return [c for c in summary_agreement_columns(df) if df[c].notna().any()]
 
 
 def load_paper_results() -> pd.DataFrame:
