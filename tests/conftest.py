@@ -60,6 +60,28 @@ def make_char_tokenizer(chars: str = "0123456789abcdefghijklmnopqrstuvwxyz \n.:#
                                    pad_token="<pad>", additional_special_tokens=["<MTP>"])
 
 
+def make_train_dir(root: Path, n_train: int = 40) -> Path:
+    """A folder a training run can start from: ``mtp_init/`` (a tiny random Llama with a
+    tokenizer trained on synthetic math and ``<MTP>`` in its first reserved slot) and
+    ``train.jsonl`` (``n_train`` synthetic problems)."""
+    import torch
+
+    from mtpsd.data.synthetic import generate_splits
+    from mtpsd.io import atomic_write_jsonl
+    from mtpsd.mtp_token import add_mtp_token, save_model_dir
+    from mtpsd.tokenizer_train import train_tokenizer
+
+    rows = generate_splits(n_train, 2, 2, seed=0)["train"]
+    tok = train_tokenizer([r["question"] + "\n\n" + r["answer"] for r in rows], vocab_size=300)
+    model = make_tiny_llama(len(tok), hidden_size=32, dtype=torch.float32, seed=0)
+    model.config.mtp_token_id = None
+    tid = add_mtp_token(model, tok, seed=0)
+    assert tid == tok.convert_tokens_to_ids("<|reserved_0|>")
+    save_model_dir(model, tok, root / "mtp_init")
+    atomic_write_jsonl(root / "train.jsonl", rows)
+    return root
+
+
 @pytest.fixture
 def tiny_llama():
     """Factory fixture: ``tiny_llama(vocab_size=..., seed=...)``."""

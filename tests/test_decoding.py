@@ -37,14 +37,12 @@ def hf_greedy(model, prompt, n):
     return out[0, len(prompt):].tolist()
 
 
-class OracleDrafts(torch.nn.Module):
-    """Wraps an LM; at ``<MTP>`` inputs the logits become a one-hot of the true greedy
-    continuation ``seq`` (position q predicts ``seq[q + 1]``), wrong when ``q % 7 == 0``:
-    proposals are accepted fully, partly or not at all, as with a trained model."""
+class WrappedLM(torch.nn.Module):
+    """Base of the test wrappers below: looks like the wrapped HF causal LM to the decoder."""
 
-    def __init__(self, model, seq):
+    def __init__(self, model):
         super().__init__()
-        self.inner, self.seq = model, seq
+        self.inner = model
         self.config, self.generation_config = model.config, model.generation_config
 
     @property
@@ -53,6 +51,16 @@ class OracleDrafts(torch.nn.Module):
 
     def get_output_embeddings(self):
         return self.inner.get_output_embeddings()
+
+
+class OracleDrafts(WrappedLM):
+    """Wraps an LM; at ``<MTP>`` inputs the logits become a one-hot of the true greedy
+    continuation ``seq`` (position q predicts ``seq[q + 1]``), wrong when ``q % 7 == 0``:
+    proposals are accepted fully, partly or not at all, as with a trained model."""
+
+    def __init__(self, model, seq):
+        super().__init__(model)
+        self.seq = seq
 
     def forward(self, input_ids, past_key_values=None, position_ids=None, logits_to_keep=0, **kw):
         past = past_key_values.get_seq_length() if past_key_values is not None else 0
@@ -168,20 +176,12 @@ def test_stop_string_cuts_text_and_tokens(tiny_llama):
         generate(m, torch.tensor([PROMPT]), mtp_token_id=MTP, k=2, stop_strings=("x",))
 
 
-class Boost(torch.nn.Module):
+class Boost(WrappedLM):
     """Adds +100 to the logits of ``ids``: without suppression they would always win."""
 
     def __init__(self, model, ids):
-        super().__init__()
-        self.inner, self.ids = model, ids
-        self.config, self.generation_config = model.config, model.generation_config
-
-    @property
-    def device(self):
-        return self.inner.device
-
-    def get_output_embeddings(self):
-        return self.inner.get_output_embeddings()
+        super().__init__(model)
+        self.ids = ids
 
     def forward(self, **kw):
         out = self.inner(**kw)

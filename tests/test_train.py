@@ -8,27 +8,13 @@ import pytest
 import torch
 
 from mtpsd.config import Config, ModelConfig, TrainConfig
-from mtpsd.io import atomic_write_jsonl
 
-from .conftest import make_tiny_llama
+from .conftest import make_train_dir
 
 
 @pytest.fixture(scope="module")
 def init_and_data(tmp_path_factory):
-    from mtpsd.data.synthetic import generate_splits
-    from mtpsd.mtp_token import add_mtp_token, save_model_dir
-    from mtpsd.tokenizer_train import train_tokenizer
-
-    root = tmp_path_factory.mktemp("train")
-    rows = generate_splits(40, 2, 2, seed=0)["train"]
-    tok = train_tokenizer([r["question"] + "\n\n" + r["answer"] for r in rows], vocab_size=300)
-    model = make_tiny_llama(len(tok), hidden_size=32, dtype=torch.float32, seed=0)
-    model.config.mtp_token_id = None
-    tid = add_mtp_token(model, tok, seed=0)
-    assert tid == tok.convert_tokens_to_ids("<|reserved_0|>")
-    save_model_dir(model, tok, root / "mtp_init")
-    atomic_write_jsonl(root / "train.jsonl", rows)
-    return root
+    return make_train_dir(tmp_path_factory.mktemp("train"), n_train=40)
 
 
 def _cfg(**train):

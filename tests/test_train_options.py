@@ -13,11 +13,10 @@ import torch
 from mtpsd.config import Config, ModelConfig, TrainConfig
 from mtpsd.config.base import ConfigError
 from mtpsd.errors import MtpsdError
-from mtpsd.io import atomic_write_jsonl
 from mtpsd.layout import build_layout, sample_batch_layout
 from mtpsd.objective import mtp_loss_from_layout
 
-from .conftest import REPO, make_tiny_llama
+from .conftest import REPO, make_tiny_llama, make_train_dir
 
 V, MTP = 64, 63
 ACC = REPO / "config" / "accelerate"
@@ -65,19 +64,7 @@ def test_gradient_checkpointing_same_loss_and_grads():
 
 @pytest.fixture(scope="module")
 def init_and_data(tmp_path_factory):
-    from mtpsd.data.synthetic import generate_splits
-    from mtpsd.mtp_token import add_mtp_token, save_model_dir
-    from mtpsd.tokenizer_train import train_tokenizer
-
-    root = tmp_path_factory.mktemp("train_opts")
-    rows = generate_splits(24, 2, 2, seed=0)["train"]
-    tok = train_tokenizer([r["question"] + "\n\n" + r["answer"] for r in rows], vocab_size=300)
-    model = make_tiny_llama(len(tok), hidden_size=32, dtype=torch.float32, seed=0)
-    model.config.mtp_token_id = None
-    add_mtp_token(model, tok, seed=0)
-    save_model_dir(model, tok, root / "mtp_init")
-    atomic_write_jsonl(root / "train.jsonl", rows)
-    return root
+    return make_train_dir(tmp_path_factory.mktemp("train_opts"), n_train=24)
 
 
 def _train(root, name, **train):
