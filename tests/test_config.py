@@ -88,3 +88,10 @@ def test_resolve_config_cli_bad_key_keeps_existing_output(tmp_path, capsys):
 def test_committed_schema_matches_dataclasses():
     committed = (REPO / "workflow" / "schemas" / "config.schema.yaml").read_text()
     assert committed == render(), "regenerate: python -m mtpsd.config.schema > workflow/schemas/config.schema.yaml"
+
+
+def test_decode_k_max_defaults_to_the_trained_k_max():
+    cfg = resolve({"runs": {"a": {"train": {"k_max": 4}}}, "run_names": ["a"], "train": {"k_max": 8}}, "a")
+    assert cfg.decode.k_max == 4
+    cfg = resolve({"runs": {"a": {}}, "run_names": ["a"], "decode": {"k_max": 2}}, "a")
+    assert cfg.decode.k_max == 2

@@ -55,6 +55,8 @@ class Config:
             check(isinstance(name, str) and name and "/" not in name, "run_names", f"bad run name {name!r}")
         for name, overrides in self.runs.items():
             check(isinstance(overrides, dict) or overrides is None, f"runs.{name}", "must be a mapping")
+        if self.decode.k_max is None:  # decode as far ahead as the model was trained to
+            self.decode.k_max = self.train.k_max
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -14,7 +14,9 @@ class DecodeConfig:
         default_factory=lambda: [0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.9, 0.87, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6],
         help="ConfAdapt thresholds",
     )
-    k_max: int = field(16, help="largest chunk for ConfAdapt")
+    k_max: int | None = field(
+        None, help="largest chunk for ConfAdapt; null = train.k_max (mask positions beyond it are untrained)"
+    )
     verify_k: int = field(4, help="proposal length of the lossless self-verify mode; 0 = off")
     max_new_tokens: int = field(256, help="generation budget")
     settings: list[str] = field(
@@ -26,7 +28,7 @@ class DecodeConfig:
     def __post_init__(self):
         check(all(k >= 1 for k in self.static_k), "static_k", "every k must be >= 1")
         check(all(0.0 < t < 1.0 for t in self.confadapt_tau), "confadapt_tau", "every tau must be in (0, 1)")
-        check(self.k_max >= 1, "k_max", "must be >= 1")
+        check(self.k_max is None or self.k_max >= 1, "k_max", "must be >= 1")
         check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
         check(self.limit is None or self.limit >= 1, "limit", "must be >= 1 or null")
         from mtpsd.errors import MtpsdError
