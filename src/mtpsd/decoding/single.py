@@ -61,25 +61,41 @@ def generate(model, input_ids: torch.Tensor, *, mtp_token_id: int | None, strate
     )
 
 
+class _Emitted:
+    """Tokens emitted so far, one chunk per forward pass, and when the first chunk came
+    (the end of prefill)."""
+
+    def __init__(self):
+        self.tokens: list[int] = []
+        self.chunks: list[int] = []
+        self.t_first: float | None = None
+
+    def emit(self, stop, candidates: list[int]) -> str | None:
+        """Append the chunk ``candidates`` cut at a stop; return the stop reason or None."""
+        chunk, reason = stop.cut(self.tokens, candidates)
+        if self.t_first is None:
+            self.t_first = now()
+        self.tokens += chunk
+        self.chunks.append(len(chunk))
+        return reason
+
+    def result(self, reason: str):
+        return self.tokens, self.chunks, reason, self.t_first
+
+
 def _chunk_loop(model, input_ids, masks, cache, banned, stop, strategy, k, tau):
     """Static-k / ConfAdapt: feed last chunk + k-1 masks, read k tokens, crop the masks."""
     x = torch.cat([input_ids, masks], dim=1)  # (1, T + k-1)
-    tokens: list[int] = []
-    chunks: list[int] = []
-    t_first = None
+    out = _Emitted()
     while True:
         logits = model(input_ids=x, past_key_values=cache, use_cache=True, logits_to_keep=k).logits[0]  # (k, V)
         if k > 1:
             cache.crop(-(k - 1))
         ids, host = readout(logits, banned, strategy, tau)  # ids (k,)
         n = accept_count(strategy, k, host[1] if len(host) > 1 else None)
-        chunk, reason = stop.cut(tokens, host[0][:n])
-        if t_first is None:
-            t_first = now()
-        tokens += chunk
-        chunks.append(len(chunk))
+        reason = out.emit(stop, host[0][:n])
         if reason is not None:
-            return tokens, chunks, reason, t_first
+            return out.result(reason)
         x = torch.cat([ids[:n].view(1, n), masks], dim=1) if k > 1 else ids.view(1, 1)  # (1, n + k-1)
 
 
@@ -88,9 +104,7 @@ def _verify_loop(model, input_ids, masks, cache, banned, stop, strategy, k, tau)
     pending = input_ids  # (1, P) tokens not yet in the cache
     drafts = input_ids[:, :0]  # (1, m)
     draft_host: list[int] = []
-    tokens: list[int] = []
-    chunks: list[int] = []
-    t_first = None
+    out = _Emitted()
     while True:
         m = drafts.shape[1]
         x = torch.cat([pending, drafts, masks], dim=1)  # (1, P + m + k-1)
@@ -103,13 +117,9 @@ def _verify_loop(model, input_ids, masks, cache, banned, stop, strategy, k, tau)
         drop = (k - 1) + (m - a)  # masks + rejected drafts
         if drop:
             cache.crop(-drop)
-        chunk, reason = stop.cut(tokens, g[: a + 1])
-        if t_first is None:
-            t_first = now()
-        tokens += chunk
-        chunks.append(len(chunk))
+        reason = out.emit(stop, g[: a + 1])
         if reason is not None:
-            return tokens, chunks, reason, t_first
+            return out.result(reason)
         pending = ids[a: a + 1].view(1, 1)  # the bonus token g_{a+1}
         if a == m and k > 1:
             drafts, draft_host = ids[m + 1:].view(1, k - 1), g[m + 1:]
