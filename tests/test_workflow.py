@@ -22,9 +22,13 @@ OVERLAYS = {
 }
 
 
+# the venv's bin first: `mtpsd` for the rules, `shfmt` (shfmt-py) for snakefmt
+VENV_ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+
+
 def snakemake(*args, cwd=REPO, timeout=600):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    return subprocess.run([SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run([SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=VENV_ENV)
 
 
 def _scratch_copy(dest: Path) -> None:
@@ -72,7 +76,7 @@ def test_lint_is_clean():
 def test_rules_are_snakefmt_formatted():
     snakefmt = str(Path(sys.executable).with_name("snakefmt"))
     proc = subprocess.run([snakefmt, "--check", "Snakefile", "workflow/rules"], cwd=REPO,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=VENV_ENV)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
