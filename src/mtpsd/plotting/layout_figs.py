@@ -110,24 +110,25 @@ def _draw_mask(ax, lay: PackedLayout, vocab: list[str], title: str) -> None:
     ax.set_title(title, fontsize=9)
 
 
+def _two_masks(panels: list[tuple[list[int], int]], suptitle: str) -> Figure:
+    """Two blocked masks side by side, one per ``(prediction positions, k)``."""
+    fig, axes = new_figure(2, width=4.0, height=4.3)
+    for ax, (pos, k) in zip(axes[0], panels):
+        lay, vocab = example_layout(pos, k)
+        _draw_mask(ax, lay, vocab, f"k={k}, prediction positions p={pos}")
+    fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def plot_mask_offsets(positions_a: tuple[int, ...] = (1, 6), positions_b: tuple[int, ...] = (3, 8),
                       k: int = 3) -> Figure:
     """Figure 3: the blocked mask for two sets of prediction positions (rolling offsets)."""
-    fig, axes = new_figure(2, width=4.0, height=4.3)
-    for ax, pos in zip(axes[0], (positions_a, positions_b)):
-        lay, vocab = example_layout(list(pos), k)
-        _draw_mask(ax, lay, vocab, f"k={k}, prediction positions p={list(pos)}")
-    fig.suptitle("Blocked attention mask (blue = attend; M = <MTP>, tinted rows/cols)", fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _two_masks([(list(positions_a), k), (list(positions_b), k)],
+                      "Blocked attention mask (blue = attend; M = <MTP>, tinted rows/cols)")
 
 
 def plot_mask_k(positions: tuple[int, ...] = (2, 7), k_a: int = 2, k_b: int = 4) -> Figure:
     """Figure 4: the blocked mask at the same prediction positions for two values of k."""
-    fig, axes = new_figure(2, width=4.0, height=4.3)
-    for ax, k in zip(axes[0], (k_a, k_b)):
-        lay, vocab = example_layout(list(positions), k)
-        _draw_mask(ax, lay, vocab, f"k={k}, prediction positions p={list(positions)}")
-    fig.suptitle("Blocked attention mask for two values of k (blue = attend; M = <MTP>)", fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _two_masks([(list(positions), k_a), (list(positions), k_b)],
+                      "Blocked attention mask for two values of k (blue = attend; M = <MTP>)")
