@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from mtpsd.data.prompts import (
     encode_example,
@@ -12,6 +13,7 @@ from mtpsd.data.prompts import (
     format_training_text,
 )
 from mtpsd.errors import MtpsdError
+from mtpsd.layout import build_layout
 from mtpsd.tokenizer_train import train_tokenizer
 
 CHATML = ("{% for m in messages %}<|reserved_0|>{{ m['role'] }}\n{{ m['content'] }}<|eos|>\n{% endfor %}"
@@ -46,6 +48,16 @@ def test_chat_on(tok):
         assert ids[0] != tok.bos_token_id  # the template owns the start; no extra BOS
         assert ids[-1] == tok.eos_token_id
         assert tok.decode(ids) == prompt + a + "<|eos|>"
+        # the user turn's end-of-turn is the EOS id too; the training layout must still
+        # place regions in the answer and end the text at the final EOS
+        n_prompt = len(encode_prompt(tok, q, chat_template=True))
+        assert tok.eos_token_id in ids[: n_prompt]
+        pos = torch.arange(0, len(ids) - 1, 2)[None]
+        lay = build_layout(torch.tensor([ids]), pos, k=2, mtp_token_id=len(tok),
+                           eos_token_id=tok.eos_token_id)
+        kept = lay.regions_per_row[0]
+        assert kept[-1] >= len(ids) - 3 and sum(p >= n_prompt for p in kept) >= len(a) // 8
+        assert lay.targets_gt[0][lay.readout[0]][-1] == tok.eos_token_id
     finally:
         tok.chat_template = None
     with pytest.raises(MtpsdError, match="no chat template"):

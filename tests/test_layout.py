@@ -27,18 +27,28 @@ def test_structure_example():
 
 
 def test_eos_and_padding_rules():
-    x = torch.tensor([[5, 6, 7, 8, EOS, 9, 9, 9, 9, 9, 9, 9], [5, 6, 7, 8, 9, 10, 11, 12, 0, 0, 0, 0]])
+    # row 0: the EOS at 1 is an end-of-turn inside the text (a chat template's); the text
+    # ends at 4, and padding is written with the EOS id under a full attention mask
+    x = torch.tensor([[5, EOS, 7, 8, EOS, EOS, EOS, EOS, EOS, EOS, EOS, EOS],
+                      [5, 6, 7, 8, 9, 10, 11, 12, 0, 0, 0, 0]])
     am = torch.tensor([[1] * 12, [1] * 8 + [0] * 4])
     pos = torch.tensor([[0, 2, 6], [1, 4, 6]])
     lay = build_layout(x, pos, k=3, mtp_token_id=MTP, attention_mask=am, eos_token_id=EOS)
-    # row 0: region at 0 (targets 6,7,8), region at 2 holds EOS (targets 8,EOS,EOS) and is last
+    # row 0: region at 0 (targets EOS,7,8), region at 2 holds the final EOS (8,EOS,EOS), last
     assert lay.regions_per_row[0] == [0, 2]
-    assert lay.targets_gt[0][lay.readout[0]].tolist() == [6, 7, 8, 8, EOS, EOS]
+    assert lay.targets_gt[0][lay.readout[0]].tolist() == [EOS, 7, 8, 8, EOS, EOS]
     assert int((lay.valid[0] & ~lay.is_mtp[0]).sum()) == 5  # gt tokens after EOS are padding
     # row 1: no EOS; region at 6 needs targets 7..9, past the 8 real tokens: dropped
     assert lay.regions_per_row[1] == [1, 4]
     assert not (lay.attn_mask[:, 0] & lay.valid[:, :, None] & ~lay.valid[:, None, :]).any()  # no real->pad
     assert torch.equal(lay.attn_mask[:, 0].any(-1), torch.ones_like(lay.valid))  # no empty row
+
+
+def test_truncated_text_has_no_end():
+    x = torch.tensor([[5, EOS, 7, 8, 9, 10]])  # truncated: the last token is not EOS
+    lay = build_layout(x, torch.tensor([[0, 2, 3]]), k=2, mtp_token_id=MTP, eos_token_id=EOS)
+    assert lay.regions_per_row[0] == [0, 2, 3]
+    assert lay.targets_gt[0][lay.readout[0]].tolist() == [EOS, 7, 8, 9, 9, 10]
 
 
 def test_sampling_fits_and_rolls():

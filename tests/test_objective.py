@@ -16,7 +16,11 @@ ALLOWED = torch.tensor([i for i in range(V) if i != MTP])
 
 def naive_regions(row: list[int], n_real: int, positions: list[int], k: int, eos):
     """Kept regions restated from method.md section 3 (independent of layout.py)."""
-    e = row.index(eos) if eos is not None and eos in row[:n_real] else None
+    e = None  # the text ends at its final EOS: the start of the trailing EOS run
+    if eos is not None and row[n_real - 1] == eos:
+        e = n_real - 1
+        while e > 0 and row[e - 1] == eos:
+            e -= 1
     kept = []
     for p in sorted(q for q in positions if q >= 0):
         if e is not None:
@@ -101,7 +105,8 @@ def test_packed_equals_naive(tiny_llama, k, mode, attention, n_regions, eos_at, 
     n_real = [N, N]
     am = torch.ones(B, N, dtype=torch.long)
     if eos_at is not None:
-        x[0, eos_at] = EOS
+        x[0, 1] = EOS  # an end-of-turn inside the text (chat template): ordinary text
+        x[0, eos_at:] = EOS  # the text's EOS, then padding written with the EOS id
     if pad_to is not None:
         am[1, pad_to:] = 0
         n_real[1] = pad_to

@@ -18,10 +18,15 @@ End of text and padding (method.md section 3, "End of text"):
 
 - ``attention_mask (B, N)`` marks real tokens (right padding); a region needs its
   prefix token real: ``p_r < n_b`` (``n_b`` = real tokens of row ``b``).
-- With ``eos_token_id``, let ``e_b`` be the first EOS of row ``b``. The first region
-  whose targets ``x_{p+1..p+k}`` contain ``e_b`` (``p < e_b <= p + k``) is the row's
-  last region; its targets past ``e_b`` are EOS. Later regions are dropped, and so are
-  ground-truth tokens after ``e_b`` (padding: no attention, no loss).
+- With ``eos_token_id``, the text ends at its final EOS: ``e_b`` is the start of the
+  trailing run of EOS among the real tokens of row ``b`` (none when the last real token
+  is not EOS, e.g. a truncated text; a run covers padding written with the EOS id).
+  EOS-id tokens earlier in the row are ordinary text: a chat template closes the system
+  and user turns with the same end-of-turn token that ends the answer (ChatML
+  ``<|im_end|>``, Llama 3 ``<|eot_id|>``). The first region whose targets
+  ``x_{p+1..p+k}`` contain ``e_b`` (``p < e_b <= p + k``) is the row's last region; its
+  targets past ``e_b`` are EOS. Later regions are dropped, and so are ground-truth
+  tokens after ``e_b`` (padding: no attention, no loss).
 - A region whose ``k`` targets run past the last real token without reaching EOS
   cannot be supervised and is dropped (``sample_layout`` never places one).
 - Padding positions attend only to themselves (so no attention row is empty, which
@@ -118,12 +123,20 @@ def sample_batch_layout(lengths: list[int], *, k_max: int, num_regions: int, ran
     return k, torch.stack(rows)
 
 
+def end_of_text(ids: list[int], n_real: int, eos_token_id: int | None) -> int | None:
+    """Index ``e_b`` of the EOS that ends the text: the start of the trailing EOS run, or None."""
+    if eos_token_id is None or n_real == 0 or ids[n_real - 1] != eos_token_id:
+        return None
+    e = n_real - 1
+    while e > 0 and ids[e - 1] == eos_token_id:
+        e -= 1
+    return e
+
+
 def _kept_regions(ids: list[int], n_real: int, positions: list[int], k: int,
                   eos_token_id: int | None) -> tuple[list[int], int]:
     """Kept prediction positions of one row and the index of its last real gt token."""
-    eos = None
-    if eos_token_id is not None and eos_token_id in ids[:n_real]:
-        eos = ids[:n_real].index(eos_token_id)
+    eos = end_of_text(ids, n_real, eos_token_id)
     last_gt = n_real - 1 if eos is None else eos
     kept: list[int] = []
     for p in sorted(p for p in positions if p >= 0):
@@ -163,7 +176,7 @@ def build_layout(input_ids: torch.Tensor, prediction_positions: torch.Tensor, *,
         if not bool(am[b, :n_real].all()):
             raise MtpsdError("attention_mask must be right-padded (real tokens first)")
         kept, last_gt = _kept_regions(ids, n_real, prediction_positions[b].tolist(), k, eos_token_id)
-        eos_at = last_gt if (eos_token_id is not None and n_real and ids[last_gt] == eos_token_id) else None
+        eos_at = end_of_text(ids, n_real, eos_token_id)
         # per packed position: (token, pos_id, orig t, region, j, gt_target, next_gt)
         seq = []
         r = 0
