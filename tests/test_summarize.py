@@ -97,3 +97,14 @@ def test_summarize_errors(tmp_path):
     p.write_text(json.dumps({"results": {}}))
     with pytest.raises(MtpsdError, match="missing key"):
         summarize_evals([p])
+
+
+def test_task_names_reach_the_papers_tasks():
+    """Every task of the paper's table has a name, and each of our paper tasks maps to one."""
+    from mtpsd.plotting.data import PAPER_TASKS, load_paper_results, paper_task
+    from mtpsd.summarize import TASK_NAMES
+
+    assert set(load_paper_results()["task"]) <= set(PAPER_TASKS)
+    assert paper_task("mtpsd_gsm8k_cot") == paper_task(TASK_NAMES["mtpsd_gsm8k_cot"]) == "gsm8k"
+    assert paper_task("mtpsd_cnn_dailymail") == "cnn_dailymail"
+    assert paper_task("mtpsd_synth_math") is None  # not a paper task

@@ -92,16 +92,14 @@ def mtp_loss_from_layout(student, teacher, layout: PackedLayout, *, teacher_mode
     allowed = allowed_columns(V, tokenizer_size, mtp_token_id, logits.device)  # (V',)
     s_logits = logits[layout.readout]  # (S, V), region order then j (packed order)
     s_logp = _log_softmax(s_logits.index_select(-1, allowed))  # (S, V')
-    with torch.no_grad():
-        # proposals at every position; only read-out ones are used
-        prop = allowed[logits.detach().index_select(-1, allowed).argmax(-1)]  # (B, L)
-    s_arg = prop[layout.readout]  # (S,)
+    s_arg = allowed[s_logp.detach().argmax(-1)]  # (S,) proposals y'_j
     t_logits = kl = None
     if teacher_mode == "gt":
         targets = layout.targets_gt[layout.readout]
         terms = -s_logp.gather(-1, torch.searchsorted(allowed, targets)[:, None])[:, 0]  # (S,)
     else:
         # mask j of a region holds y'_j = the proposal at the previous packed position
+        prop = torch.zeros_like(layout.input_ids).masked_scatter(layout.readout, s_arg)  # (B, L)
         t_ids = torch.where(layout.is_mtp, torch.roll(prop, 1, dims=1), layout.input_ids)
         with torch.no_grad():
             t_logits = _forward(teacher, t_ids, layout, teacher=True)[layout.readout]  # (S, V)

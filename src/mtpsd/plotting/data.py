@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from mtpsd.errors import MtpsdError
+from mtpsd.summarize import TASK_NAMES
 from mtpsd.summarize import agreement_columns as summary_agreement_columns
 
 PAPER_COLUMNS = [
@@ -29,12 +30,15 @@ NUMERIC = ["param", "value", "value_se", "eff_k", "eff_k_sd", "step", "tokens_pe
            "forward_passes", "tokens", "n_docs"]
 STRATEGIES = ("baseline_step0", "static", "confadapt", "verify")
 # Our lm-eval task names -> the paper's task names (for paper-vs-ours comparisons).
-TASK_ALIASES = {
-    "mtpsd_gsm8k_cot": "gsm8k", "gsm8k_cot": "gsm8k", "gsm8k": "gsm8k",
-    "mtpsd_cnn_dailymail": "cnn_dailymail", "cnn_dailymail_abisee": "cnn_dailymail",
-    "cnn_dailymail": "cnn_dailymail", "ifeval": "ifeval", "bbh_cot_fewshot": "bbh", "bbh": "bbh",
-    "aime25": "aime25", "gpqa_main_cot_n_shot": "gpqa_main", "gpqa_main": "gpqa_main",
-}
+PAPER_TASKS = ("gsm8k", "cnn_dailymail", "ifeval", "bbh", "aime25", "gpqa_main")
+# any task name we may meet -> the paper's name: the paper's own, upstream lm-eval tasks,
+# and ours (as ``summarize`` names them when it writes the summary)
+TASK_ALIASES = (
+    {t: t for t in PAPER_TASKS}
+    | {"gsm8k_cot": "gsm8k", "cnn_dailymail_abisee": "cnn_dailymail", "bbh_cot_fewshot": "bbh",
+       "gpqa_main_cot_n_shot": "gpqa_main"}
+    | {ours: name for ours, name in TASK_NAMES.items() if name in PAPER_TASKS}
+)
 # Preference when a (task) has several metrics: the headline metric first.
 METRIC_ORDER = ("accuracy_pct", "rouge_l")
 TASK_ORDER = ("gsm8k",)  # the paper's headline task first, if we evaluated it
