@@ -34,7 +34,7 @@ def _run(root, name, cfg, **kw):
 
 
 KEYS = ("step", "loss", "lr", "supervised_tokens", "student_conf_mean", "student_entropy_mean",
-        "agreement", "kl_mean", "k_mean")
+        "agreement", "kl_mean", "k_mean", "regions_kept")
 
 
 def test_train_and_resume_exactly(init_and_data):
@@ -46,6 +46,7 @@ def test_train_and_resume_exactly(init_and_data):
     assert all(r["loss"] > 0 and r["tokens_per_s"] > 0 for r in full)
     assert full[-1]["loss"] < full[0]["loss"]  # it learns
     assert len(full[0]["agreement"]) == 4
+    assert all(r["regions_kept"] == 1.0 for r in full)  # sampled regions all fit their texts
     assert sorted(p.name for p in (d_full / "checkpoints").iterdir()) == ["step_000002", "step_000004", "step_000006"]
     assert not (d_full / "checkpoints" / "step_000002" / "state").exists()  # only newest state kept
     rows = [json.loads(line) for line in (d_full / "metrics.jsonl").read_text().splitlines()]

@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -176,7 +177,7 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
     t_start = time.perf_counter()
     n_micro = tc.global_batch_size // tc.micro_batch_size
     window = MetricsWindow(tc.k_max)
-    micro_seen = 0
+    micro_seen, warned_regions = 0, False
     bar = tqdm(total=tc.steps, initial=step, desc="train-mtp", disable=not (progress and accelerator.is_main_process))
     while step < tc.steps and (stop_after is None or step < stop_after):
         # every process builds every layout (cheap) so all agree on n_total; it runs its share
@@ -186,11 +187,11 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
             k, pos = sample_batch_layout(am.sum(1).tolist(), k_max=tc.k_max, num_regions=n_regions,
                                          random_k=tc.random_k, generator=layout_rng)
             layouts.append((k, build_layout(ids, pos, k=k, mtp_token_id=mtp_id, attention=tc.attention,
-                                            attention_mask=am, eos_token_id=eos_id)))
-        n_total = max(sum(lay.num_terms(tc.prefix_loss) for _, lay in layouts), 1)
+                                            attention_mask=am, eos_token_id=eos_id), int((pos >= 0).sum())))
+        n_total = max(sum(lay.num_terms(tc.prefix_loss) for _, lay, _ in layouts), 1)
         step_loss = 0.0
         mine = layouts[accelerator.process_index::P]
-        for i, (k, lay) in enumerate(mine):
+        for i, (k, lay, sampled) in enumerate(mine):
             lay = _to(lay, accelerator.device)
             ctx = accelerator.no_sync(student) if i < len(mine) - 1 else contextlib.nullcontext()
             with ctx:
@@ -200,13 +201,13 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
                 share = res.loss * (lay.num_terms(tc.prefix_loss) / n_total)
                 accelerator.backward(share * P)  # DDP/FSDP average over processes
             step_loss += float(share.detach())
-            window.add_micro(res, k)
+            window.add_micro(res, k, sampled)
             micro_seen += 1
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        supervised_total += sum(lay.num_supervised for _, lay in layouts)
+        supervised_total += sum(lay.num_supervised for _, lay, _ in layouts)
         window.add_step(float(accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "sum")))
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.3f}")
@@ -216,6 +217,12 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
                                       elapsed=elapsed, micro_batches=micro_seen))
             window.reset()
             micro_seen = 0
+            kept = metrics[-1]["regions_kept"]
+            if kept is not None and kept < 0.5 and not warned_regions and accelerator.is_main_process:
+                warned_regions = True
+                warnings.warn(f"only {kept:.0%} of the sampled MTP regions were kept (the rest fell after "
+                              "the end of their text): check max_length, num_regions and that texts "
+                              "end in EOS", stacklevel=1)
             if accelerator.is_main_process:
                 atomic_write_jsonl(metrics_path, metrics)
         if step % tc.checkpoint_every == 0 or step == tc.steps:

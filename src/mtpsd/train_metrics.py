@@ -6,7 +6,8 @@ window), ``lr``, ``tokens_per_s`` (supervised tokens per second of wall time),
 read-out positions), ``student_entropy_mean`` (nats), ``agreement`` (list over
 j = 1..k_max: rate of target == student argmax, null where no position j was seen),
 ``kl_mean`` (KL(P_T||P_S) at read-out positions; null in "gt" mode), ``k_mean``,
-``elapsed_s``.
+``elapsed_s``, ``regions_kept`` (kept MTP regions / sampled prediction positions; close
+to 1 unless texts end early, a low value means most sampled regions were dropped).
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ class MetricsWindow:
         self.kl_count = 0
         self.agree = torch.zeros(self.k_max, dtype=torch.float64)
         self.seen = torch.zeros(self.k_max, dtype=torch.float64)
+        self.regions = [0, 0]  # kept, sampled
 
-    def add_micro(self, out, k: int) -> None:
-        """Accumulate one micro-batch (an ``MTPLossOutput``)."""
+    def add_micro(self, out, k: int, sampled_regions: int | None = None) -> None:
+        """Accumulate one micro-batch (an ``MTPLossOutput``; ``sampled_regions``: prediction
+        positions sampled for it, of which ``out.layout`` kept some)."""
         S = out.targets.numel()
         self.sums += torch.tensor([S, float(out.student_conf.sum()), float(out.student_entropy.sum()),
                                    float(out.kl.sum()) if out.kl is not None else 0.0], dtype=torch.float64)
@@ -44,6 +47,9 @@ class MetricsWindow:
         self.seen += torch.bincount(j, minlength=self.k_max).double()
         self.agree += torch.bincount(j, weights=out.agreement.cpu().double(), minlength=self.k_max)
         self.k_sum += k
+        if sampled_regions is not None and out.layout is not None:
+            self.regions[0] += sum(len(r) for r in out.layout.regions_per_row)
+            self.regions[1] += sampled_regions
 
     def add_step(self, loss: float) -> None:
         self.steps += 1
@@ -65,4 +71,5 @@ class MetricsWindow:
             "kl_mean": float(self.sums[3]) / self.kl_count if self.kl_count else None,
             "k_mean": self.k_sum / max(micro_batches, 1),
             "elapsed_s": elapsed,
+            "regions_kept": self.regions[0] / self.regions[1] if self.regions[1] else None,
         }
