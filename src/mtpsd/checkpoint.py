@@ -6,6 +6,7 @@ tokenizer). MTP checkpoints also record ``mtp_token_id`` in the model config.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -22,12 +23,29 @@ def resolve_device(device: str | None = None) -> torch.device:
     return torch.device(device)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU runs bfloat16 matmuls natively (AVX512-BF16 or AMX, via oneDNN)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """"auto": bfloat16 on GPU, float32 on CPU (bf16 matmuls are 10-20x slower on our CPUs)."""
+    """"auto": bfloat16 on GPU, float32 on CPU.
+
+    auto stays float32 on CPUs so a CPU run gives the same numbers on every machine.
+    bfloat16 on a CPU with native support is much faster for real models (measured on a
+    2-core EPYC with avx512_bf16: matmul 945 vs 200 GFLOP/s, a SmolLM2 distillation step
+    4.0 vs 8.4 s); without it bf16 is emulated and slow, which earns a warning.
+    """
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if dtype not in _DTYPES:
         raise MtpsdError(f"unknown dtype {dtype!r}; choose auto, {', '.join(_DTYPES)}")
+    if dtype == "bfloat16" and device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn("model.dtype bfloat16 on a CPU without native bf16 (AVX512-BF16/AMX) is "
+                      "emulated and slow; set model.dtype: float32 (or auto)", stacklevel=2)
     return _DTYPES[dtype]
 
 
