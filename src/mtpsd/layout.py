@@ -133,10 +133,9 @@ def end_of_text(ids: list[int], n_real: int, eos_token_id: int | None) -> int | 
     return e
 
 
-def _kept_regions(ids: list[int], n_real: int, positions: list[int], k: int,
-                  eos_token_id: int | None) -> tuple[list[int], int]:
-    """Kept prediction positions of one row and the index of its last real gt token."""
-    eos = end_of_text(ids, n_real, eos_token_id)
+def _kept_regions(n_real: int, positions: list[int], k: int, eos: int | None) -> tuple[list[int], int]:
+    """Kept prediction positions of one row (text ending at ``eos``, see :func:`end_of_text`)
+    and the index of its last real gt token."""
     last_gt = n_real - 1 if eos is None else eos
     kept: list[int] = []
     for p in sorted(p for p in positions if p >= 0):
@@ -175,8 +174,8 @@ def build_layout(input_ids: torch.Tensor, prediction_positions: torch.Tensor, *,
         n_real = int(am[b].sum())
         if not bool(am[b, :n_real].all()):
             raise MtpsdError("attention_mask must be right-padded (real tokens first)")
-        kept, last_gt = _kept_regions(ids, n_real, prediction_positions[b].tolist(), k, eos_token_id)
         eos_at = end_of_text(ids, n_real, eos_token_id)
+        kept, last_gt = _kept_regions(n_real, prediction_positions[b].tolist(), k, eos_at)
         # per packed position: (token, pos_id, orig t, region, j, gt_target, next_gt)
         seq = []
         r = 0
