@@ -49,6 +49,20 @@ def test_pareto(results, tmp_path):
     _check_saved(fig, tmp_path, "fig05_pareto")
 
 
+def test_flat_zero_accuracy_gets_a_readable_axis(results):
+    """A model scoring 0% everywhere (SmolLM2 on GSM8K) gets a 0-based percent axis, not
+    matplotlib's zoom into rounding noise."""
+    from mtpsd.plotting.pareto import plot_pareto
+    from mtpsd.plotting.steps import plot_accuracy_steps
+
+    zero = results.assign(value=0.0, value_se=0.0)
+    for fig in (plot_pareto(zero, "mtpsd_gsm8k_cot"), plot_accuracy_steps(zero, "mtpsd_gsm8k_cot")):
+        lo, hi = fig.axes[0].get_ylim()
+        assert lo == pytest.approx(-1.0) and hi == pytest.approx(9.0)
+    lo, hi = plot_pareto(results, "mtpsd_gsm8k_cot").axes[0].get_ylim()
+    assert hi - lo > 10  # real spreads keep matplotlib's limits
+
+
 def test_pareto_front():
     from mtpsd.plotting.pareto import pareto_front
 

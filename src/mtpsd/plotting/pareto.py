@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from mtpsd.plotting.data import final_rows, metric_label, primary_metric, task_rows
-from mtpsd.plotting.style import PALETTE, STRATEGY_LABELS, new_figure
+from mtpsd.plotting.style import PALETTE, STRATEGY_LABELS, new_figure, widen_flat_percent_axis
 
 PAPER_MODELS = ("L3.1-8B-Magpie", "Qwen3-4B-Inst-2507")
 _MARKERS = {"static": "s", "confadapt": "o", "verify": "*", "baseline_step0": "D"}
@@ -105,7 +105,8 @@ def plot_pareto(results: pd.DataFrame, task: str, paper: pd.DataFrame | None = N
     ax.set_xlabel("Effective k (tokens per forward pass)")
     ax.set_ylabel(metric_label(metric) + (f" [{variant}]" if variant else ""))
     ax.set_title(f"Ours: {task}")
-    _legend(ax, runs, colors, set(rows["strategy"]), "lower left")
+    flat = metric.endswith("_pct") and widen_flat_percent_axis(ax)
+    _legend(ax, runs, colors, set(rows["strategy"]), "upper right" if flat else "lower left")
     if paper is not None:
         ax2 = axes[0, 1]
         ref = paper[(paper["task"] == "gsm8k") & (paper["variant"] == "main")]

@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mtpsd.plotting.data import metric_label, primary_metric, task_rows
-from mtpsd.plotting.style import STRATEGY_COLORS, new_figure
+from mtpsd.plotting.style import STRATEGY_COLORS, new_figure, widen_flat_percent_axis
 
 _CMAPS = {"static": "Blues", "confadapt": "Oranges", "verify": "Greens"}
 
@@ -53,6 +53,8 @@ def plot_over_steps(results: pd.DataFrame, task: str, *, y: str) -> Figure:
             ax.axhline(base[y].iloc[0], color=STRATEGY_COLORS["baseline_step0"], ls="--", lw=1,
                        label="step-0 model, k=1")
         ax.set_title(f"{run}: {task}")
+        if y == "value" and metric.endswith("_pct"):
+            widen_flat_percent_axis(ax)
         ax.set_xlabel("Training step")
     axes[0, 0].set_ylabel(metric_label(metric) if y == "value" else "Effective k (tokens per forward pass)")
     handles, labels = axes[0, 0].get_legend_handles_labels()

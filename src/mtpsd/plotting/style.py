@@ -59,6 +59,20 @@ def use_style() -> None:
     plt.rcParams.update(_RC)
 
 
+def widen_flat_percent_axis(ax, min_span: float = 10.0) -> bool:
+    """Give a percent y-axis at least ``min_span`` points when its data barely vary.
+
+    Without it matplotlib zooms into rounding noise: an all-zero accuracy (a small model
+    on GSM8K) gets a ``1e-17``-scaled axis. Returns whether it widened the axis.
+    """
+    lo, hi = ax.dataLim.intervaly
+    if not (lo <= hi) or hi - lo >= min_span:
+        return False
+    bottom = max(min(lo, 0.0) - 1.0, (lo + hi - min_span) / 2)
+    ax.set_ylim(bottom, bottom + min_span)
+    return True
+
+
 def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 4.2, height: float = 3.2, **kw):
     """``(fig, axes)`` sized ``width x height`` inches per panel, styled."""
     use_style()
