@@ -40,6 +40,7 @@ def test_eos_and_padding_rules():
     assert int((lay.valid[0] & ~lay.is_mtp[0]).sum()) == 5  # gt tokens after EOS are padding
     # row 1: no EOS; region at 6 needs targets 7..9, past the 8 real tokens: dropped
     assert lay.regions_per_row[1] == [1, 4]
+    assert lay.num_sampled == 6  # 4 of the 6 sampled regions kept
     assert not (lay.attn_mask[:, 0] & lay.valid[:, :, None] & ~lay.valid[:, None, :]).any()  # no real->pad
     assert torch.equal(lay.attn_mask[:, 0].any(-1), torch.ones_like(lay.valid))  # no empty row
 

@@ -60,6 +60,7 @@ class PackedLayout:
     orig_index: torch.Tensor  # (B, L) source index t of ground-truth tokens, -1 for masks/padding
     k: int
     regions_per_row: list[list[int]]  # kept prediction positions p_r per row
+    num_sampled: int = 0  # prediction positions given (>= 0), kept or not
 
     @property
     def num_supervised(self) -> int:
@@ -216,5 +217,5 @@ def build_layout(input_ids: torch.Tensor, prediction_positions: torch.Tensor, *,
         attn_mask=(mask_student | eye)[:, None], causal_attn_mask=(mask_causal | eye)[:, None],
         is_mtp=is_mtp, region=region, offset=torch.where(readout, j.clamp(min=0), -1),
         readout=readout, targets_gt=tgt, next_gt=nxt, valid=valid, orig_index=orig, k=k,
-        regions_per_row=[kept for _, kept in rows],
+        regions_per_row=[kept for _, kept in rows], num_sampled=int((prediction_positions >= 0).sum()),
     )

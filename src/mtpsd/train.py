@@ -187,11 +187,11 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
             k, pos = sample_batch_layout(am.sum(1).tolist(), k_max=tc.k_max, num_regions=n_regions,
                                          random_k=tc.random_k, generator=layout_rng)
             layouts.append((k, build_layout(ids, pos, k=k, mtp_token_id=mtp_id, attention=tc.attention,
-                                            attention_mask=am, eos_token_id=eos_id), int((pos >= 0).sum())))
-        n_total = max(sum(lay.num_terms(tc.prefix_loss) for _, lay, _ in layouts), 1)
+                                            attention_mask=am, eos_token_id=eos_id)))
+        n_total = max(sum(lay.num_terms(tc.prefix_loss) for _, lay in layouts), 1)
         step_loss = 0.0
         mine = layouts[accelerator.process_index::P]
-        for i, (k, lay, sampled) in enumerate(mine):
+        for i, (k, lay) in enumerate(mine):
             lay = _to(lay, accelerator.device)
             ctx = accelerator.no_sync(student) if i < len(mine) - 1 else contextlib.nullcontext()
             with ctx:
@@ -201,13 +201,13 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
                 share = res.loss * (lay.num_terms(tc.prefix_loss) / n_total)
                 accelerator.backward(share * P)  # DDP/FSDP average over processes
             step_loss += float(share.detach())
-            window.add_micro(res, k, sampled)
+            window.add_micro(res, k)
             micro_seen += 1
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        supervised_total += sum(lay.num_supervised for _, lay, _ in layouts)
+        supervised_total += sum(lay.num_supervised for _, lay in layouts)
         window.add_step(float(accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "sum")))
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.3f}")

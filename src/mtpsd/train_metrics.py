@@ -35,9 +35,8 @@ class MetricsWindow:
         self.seen = torch.zeros(self.k_max, dtype=torch.float64)
         self.regions = [0, 0]  # kept, sampled
 
-    def add_micro(self, out, k: int, sampled_regions: int | None = None) -> None:
-        """Accumulate one micro-batch (an ``MTPLossOutput``; ``sampled_regions``: prediction
-        positions sampled for it, of which ``out.layout`` kept some)."""
+    def add_micro(self, out, k: int) -> None:
+        """Accumulate one micro-batch (an ``MTPLossOutput``)."""
         S = out.targets.numel()
         self.sums += torch.tensor([S, float(out.student_conf.sum()), float(out.student_entropy.sum()),
                                    float(out.kl.sum()) if out.kl is not None else 0.0], dtype=torch.float64)
@@ -47,9 +46,9 @@ class MetricsWindow:
         self.seen += torch.bincount(j, minlength=self.k_max).double()
         self.agree += torch.bincount(j, weights=out.agreement.cpu().double(), minlength=self.k_max)
         self.k_sum += k
-        if sampled_regions is not None and out.layout is not None:
+        if out.layout is not None:
             self.regions[0] += sum(len(r) for r in out.layout.regions_per_row)
-            self.regions[1] += sampled_regions
+            self.regions[1] += out.layout.num_sampled
 
     def add_step(self, loss: float) -> None:
         self.steps += 1
