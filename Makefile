@@ -7,12 +7,17 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
+# Pinned CPU numerics (same numbers on every x86-64 machine); MTPSD_NUMERICS=native turns them off
+ifneq ($(MTPSD_NUMERICS),native)
+include src/mtpsd/numerics.env
+export MKL_CBWR ATEN_CPU_CAPABILITY ONEDNN_MAX_CPU_ISA MTPSD_THREADS
+endif
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 SMK_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install reproduce test test-fast dryrun lint rulegraph clean
+.PHONY: install reproduce test test-fast dryrun lint rulegraph fingerprint clean
 
 install: $(VENV)/.installed
 
@@ -42,6 +47,9 @@ lint: install
 
 rulegraph: install
 	$(BIN)/snakemake --rulegraph $(SMK_ARGS)
+
+fingerprint: install  # regenerate after changing the pins or dependency versions on purpose
+	$(BIN)/mtpsd fingerprint --out tests/fixtures/fingerprint.json
 
 clean:
 	rm -rf results/* figures/* paper/generated .snakemake

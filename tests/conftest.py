@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from mtpsd import numerics
+
+numerics.apply()  # pinned CPU numerics before torch is imported (src/mtpsd/numerics.env)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from mtpsd import numerics
 from mtpsd.errors import MtpsdError
 
 
@@ -136,6 +137,7 @@ def _device() -> dict[str, Any]:
     except ImportError:
         return info
     info["torch_threads"] = torch.get_num_threads()
+    info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)
         info["cuda_device_count"] = torch.cuda.device_count()
@@ -150,6 +152,7 @@ def provenance(*, seed: int | None = None, config: Any = None, **extra: Any) -> 
         "versions": _versions(),
         "device": _device(),
         "seed": seed,
+        "numerics": numerics.describe(),
         "argv": sys.argv,
     }
     if config is not None:

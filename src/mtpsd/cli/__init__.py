@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from mtpsd import numerics
 from mtpsd.errors import MtpsdError
 
 # verb -> (module, one-line help)
@@ -29,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "confidence-quality": ("confidence_quality", "student confidence vs teacher loss of its k-token proposal (figure 6 data)"),
     "plot": ("plot", "draw one figure"),
     "report": ("report", "assemble tables and the paper report"),
+    "fingerprint": ("fingerprint", "a few steps of tiny pretraining and distillation, hashed (pinned numerics check)"),
 }
 
 
@@ -43,6 +45,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    numerics.apply()  # before any verb imports torch (mtpsd.numerics)
     argv = list(sys.argv[1:] if argv is None else argv)
     verb = next((a for a in argv if not a.startswith("-")), None)
     if verb is not None and verb not in COMMANDS:
