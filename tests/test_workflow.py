@@ -19,6 +19,7 @@ OVERLAYS = {
     "smol": ["config/smol.yaml"],
     "smol-offline": ["config/smol.yaml", "config/offline.yaml"],
     "paper": ["config/paper.yaml"],
+    "seeds": ["config/seeds.yaml"],
 }
 
 
@@ -54,6 +55,18 @@ def test_dry_run_builds_the_dag(name, tmp_path):
     out = proc.stdout + proc.stderr
     for rule in ("prepare_data", "add_mtp_token", "train_mtp", "evaluate", "summarize"):
         assert rule in out, f"{rule} missing from the {name} DAG:\n{out}"
+
+
+@pytest.mark.workflow
+def test_seed_runs_pretrain_their_own_base_model_from_their_own_seed(tmp_path):
+    _scratch_copy(tmp_path)
+    proc = snakemake("-n", "-p", "--configfile", "config/seeds.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    for n in range(1, 5):
+        assert (f"--config results/runs/tiny-seed{n}/config.json" in out
+                and f"--out results/models/tiny-seed{n}" in out), f"seed {n} has no base model of its own"
+    assert out.count("rule pretrain_base:") == 5 and out.count("rule train_mtp:") == 5
 
 
 @pytest.mark.workflow

@@ -33,6 +33,7 @@ from mtpsd.io import atomic_write_json, atomic_write_text, provenance
 from mtpsd.plotting import FIGURES
 from mtpsd.plotting.confidence import correlation
 from mtpsd.plotting.data import choose_task, final_rows, load_paper_results, read_results, task_rows
+from mtpsd.seed_spread import claim_counts, seed_groups, setting_table
 
 HOLDS, FAILS, NO_DATA = "reproduced", "not reproduced", "no data"
 PAPER_MODELS = ("L3.1-8B-Magpie", "Qwen3-4B-Inst-2507")
@@ -200,10 +201,20 @@ def build_report(summary_dir: str | Path, figures_dir: str | Path, generated_dir
           "(regenerate everything: `snakemake --cores 2 paper/report.md`). Do not edit by hand.", "",
           f"Headline task: `{task}`; ConfAdapt threshold for the claims: τ={tau:g}. "
           "Paper numbers come from the packaged `paper_results.csv` (Kirchenbauer et al., 2026).", ""]
+    claims_of = {}
     for run in sorted(results["run"].unique()):
-        claims = run_claims(results, run, task, _read_cq(summary_dir, run), tau=tau)
-        numbers.update(flatten(run, claims))
-        md += [f"## Claims: run `{run}`", ""] + _claims_table(claims, paper, run) + [""]
+        claims_of[run] = run_claims(results, run, task, _read_cq(summary_dir, run), tau=tau)
+        numbers.update(flatten(run, claims_of[run]))
+        md += [f"## Claims: run `{run}`", ""] + _claims_table(claims_of[run], paper, run) + [""]
+    for base, runs in seed_groups(claims_of).items():
+        lines, nums = claim_counts(claims_of, runs, HOLDS)
+        numbers.update({f"{base}.seeds.{k}": v for k, v in nums.items()})
+        md += [f"## Seed spread: `{base}` and its replicates", "",
+               f"Runs {', '.join(f'`{r}`' for r in runs)} differ only in their seeds "
+               "(`config/seeds.yaml`); regenerate: "
+               "`snakemake --cores 2 --configfile config/seeds.yaml paper/report.md`.", ""]
+        md += lines + ["", f"Final checkpoint, task `{task}`:", ""]
+        md += setting_table(final_rows(task_rows(results, task)), runs) + [""]
     md += ["## Tables", ""]
     for stem, title in (("table01_strategies", "Every strategy x task (± standard error)"),
                         ("table02_paper_vs_ours", "Paper vs ours")):

@@ -64,10 +64,19 @@ def base_model_dir(wildcards):
     return f"results/models/{RUN_CFG[wildcards.run].model.name}"
 
 
+def model_run(model):
+    """The first run whose base model is `model` (runs sharing a model agree on it)."""
+    return next(r for r, c in RUN_CFG.items() if c.model.name == model)
+
+
+def model_run_config(wildcards):
+    """Resolved config of the run that builds base model `wildcards.model` (its seed)."""
+    return f"results/runs/{model_run(wildcards.model)}/config.json"
+
+
 def model_config_params(wildcards):
     """Config sections that decide how base model `wildcards.model` is built."""
-    run = next(r for r, c in RUN_CFG.items() if c.model.name == wildcards.model)
-    return section_params(run, "seed", "data", "model")
+    return section_params(model_run(wildcards.model), "seed", "data", "model")
 
 
 # ---- helpers of train.smk -------------------------------------------------------

@@ -34,7 +34,7 @@ rule prepare_data:
 rule pretrain_base:
     """Train the tiny tokenizer and Llama base model from scratch (model.source: scratch)."""
     input:
-        cfg=ancient("results/config.json"),
+        cfg=ancient(model_run_config),
         train="results/data/train.jsonl",
         validation="results/data/validation.jsonl",
         test="results/data/test.jsonl",
