@@ -101,9 +101,16 @@ def train_gpus(wildcards):
     return train_num_gpus(RUN_CFG[wildcards.run])
 
 
-def imported_checkpoint_source(wildcards):
-    """`checkpoint:` of a run that evaluates a published MTP checkpoint."""
-    return RUN_CFG[wildcards.run].checkpoint
+def imported_checkpoint_args(wildcards):
+    """import-checkpoint arguments of a run with `checkpoint:` (and `mtp_token:` if set),
+    as a list (quoted element by element with :q)."""
+    cfg = RUN_CFG[wildcards.run]
+    args = ["--source", cfg.checkpoint]
+    if isinstance(cfg.mtp_token, int):
+        args += ["--mtp-token-id", str(cfg.mtp_token)]
+    elif cfg.mtp_token is not None:
+        args += ["--mtp-token", cfg.mtp_token]
+    return args
 
 
 def stage_params(*sections):
