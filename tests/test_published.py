@@ -268,3 +268,31 @@ def test_end_token_ids_unions_every_source(tiny_llama):
     assert end_token_ids(model, make_char_tokenizer()) == (2, 5, 6)
     model.generation_config.eos_token_id = None
     assert end_token_ids(model) == (6,)
+
+
+# ---- the report: published runs beside the paper's model -----------------------------------
+
+
+def test_results_and_table_set_a_published_run_beside_its_paper_model():
+    from mtpsd.plotting.data import load_paper_results, read_results
+    from mtpsd.summarize import eval_rows
+    from mtpsd.tables import paper_vs_ours
+
+    cfg = resolve(_run(QWEN_ID), "pub").to_dict()
+    result = {"run": "pub", "model": cfg["model"]["name"], "chat_template": False, "task": "mtpsd_gsm8k_cot",
+              "strategy": "confadapt", "param": 0.9, "setting": "confadapt-tau0.9", "ckpt": "final",
+              "results": {"mtpsd_gsm8k_cot": {"exact_match,flexible-extract": 0.80,
+                                              "exact_match_stderr,flexible-extract": 0.011}},
+              "decode_stats": {"eff_k_mean": 3.0}, "provenance": {"config": cfg}}
+    rows = eval_rows(result, "x.json")
+    assert {r["model"] for r in rows} == {"Qwen3-4B-Inst-2507"}
+    ours = read_results(REPO / "tests" / "fixtures" / "summary" / "results.csv")
+    import pandas as pd
+
+    ours = pd.concat([ours, pd.DataFrame(rows)], ignore_index=True)
+    t = paper_vs_ours(ours, load_paper_results())
+    row = t[(t["run"] == "pub")]
+    assert len(row) == 1 and row["ours"].item() == "80.0 ± 1.1"
+    assert row["Qwen3-4B-Inst-2507"].item() == "83.6 ± 1.0" and row["L3.1-8B-Magpie"].item() == "–"
+    tiny = t[(t["run"] == "tiny") & (t["setting"] == "ConfAdapt τ=0.9") & t["task"].str.startswith("mtpsd_gsm8k")]
+    assert tiny["L3.1-8B-Magpie"].item() == "64.1 ± 1.3"  # runs of no paper model: beside both
