@@ -11,8 +11,13 @@ from mtpsd.errors import MtpsdError
 from mtpsd.launch import train_command_shell, train_num_gpus
 from mtpsd.plotting import FIGURES
 from mtpsd.settings import format_setting, parse_setting
+from mtpsd.workflow_env import export_source_dir
 
 validate(config, schema="../schemas/config.schema.yaml")
+
+# `--use-conda`: workflow/envs/mtp.yaml installs this checkout by `-e ${MTPSD_SOURCE}`,
+# which must not resolve against the conda prefix (mtpsd.workflow_env explains).
+export_source_dir(workflow.basedir)
 
 try:
     CFG = resolve(config)
