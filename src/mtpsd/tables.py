@@ -65,7 +65,10 @@ def strategies_table(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def paper_vs_ours(results: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """Settings (strategy, param, paper task) that both we and the paper's main models have."""
+    """Settings (strategy, param, paper task) that both we and the paper's main models have.
+
+    A run whose ``model`` is a paper model (``model.paper_model``: the published checkpoints
+    and the paper profile's runs) shows only that model's numbers beside its own."""
     ref = paper[paper["variant"] == "main"]
     out = []
     for task in sorted(results["task"].unique()):
@@ -83,7 +86,9 @@ def paper_vs_ours(results: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
                    "run": r["run"], "ours": _fmt(r["value"], r["value_se"], d),
                    "ours eff. k": _fmt(r["eff_k"], None, 2)}
             for model in PAPER_MODELS:
-                m = match[match["model"] == model]
+                # a run of one paper model (results `model` = its paper name) sits beside that model only
+                m = match[match["model"] == model] if r["model"] not in PAPER_MODELS or r["model"] == model \
+                    else match.iloc[:0]
                 pd_ = 1 if ptask != "cnn_dailymail" else 3
                 row[model] = _fmt(m["value"].iloc[0], m["value_se"].iloc[0], pd_) if len(m) else "–"
                 row[f"{model} eff. k"] = _fmt(m["eff_k"].iloc[0], None, 1) if len(m) else "–"

@@ -25,3 +25,27 @@ def suppress(logits: torch.Tensor, banned: list[int] | torch.Tensor) -> torch.Te
     out = logits.clone()
     out[..., torch.as_tensor(banned, device=logits.device, dtype=torch.long)] = float("-inf")
     return out
+
+
+def _ids(value) -> list[int]:
+    if value is None:
+        return []
+    return [int(t) for t in (value if isinstance(value, (list, tuple)) else [value]) if t is not None]
+
+
+def end_token_ids(model, tokenizer=None) -> tuple[int, ...]:
+    """Every id that ends a generation: the model's generation config, its config and the
+    tokenizer's EOS, sorted and without repeats.
+
+    Llama 3.1 ends a turn with ``<|eot_id|>`` but its tokenizer's EOS may be
+    ``<|end_of_text|>``; Qwen3's chat turns end with ``<|im_end|>`` and documents with
+    ``<|endoftext|>``. Stopping at only one of them lets a decoder run on to the token
+    budget. Imported checkpoints also carry the registry's end ids in their generation
+    config (``mtpsd.published.record_end_ids``).
+    """
+    gc = getattr(model, "generation_config", None)
+    ids = set(_ids(getattr(gc, "eos_token_id", None)))
+    ids.update(_ids(getattr(getattr(model, "config", None), "eos_token_id", None)))
+    if tokenizer is not None:
+        ids.update(_ids(getattr(tokenizer, "eos_token_id", None)))
+    return tuple(sorted(ids))

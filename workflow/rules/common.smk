@@ -11,8 +11,13 @@ from mtpsd.errors import MtpsdError
 from mtpsd.launch import train_command_shell, train_num_gpus
 from mtpsd.plotting import FIGURES
 from mtpsd.settings import format_setting, parse_setting
+from mtpsd.workflow_env import export_source_dir
 
 validate(config, schema="../schemas/config.schema.yaml")
+
+# `--use-conda`: workflow/envs/mtp.yaml installs this checkout by `-e ${MTPSD_SOURCE}`,
+# which must not resolve against the conda prefix (mtpsd.workflow_env explains).
+export_source_dir(workflow.basedir)
 
 try:
     CFG = resolve(config)
@@ -110,9 +115,16 @@ def train_gpus(wildcards):
     return train_num_gpus(RUN_CFG[wildcards.run])
 
 
-def imported_checkpoint_source(wildcards):
-    """`checkpoint:` of a run that evaluates a published MTP checkpoint."""
-    return RUN_CFG[wildcards.run].checkpoint
+def imported_checkpoint_args(wildcards):
+    """import-checkpoint arguments of a run with `checkpoint:` (and `mtp_token:` if set),
+    as a list (quoted element by element with :q)."""
+    cfg = RUN_CFG[wildcards.run]
+    args = ["--source", cfg.checkpoint]
+    if isinstance(cfg.mtp_token, int):
+        args += ["--mtp-token-id", str(cfg.mtp_token)]
+    elif cfg.mtp_token is not None:
+        args += ["--mtp-token", cfg.mtp_token]
+    return args
 
 
 def stage_params(*sections):

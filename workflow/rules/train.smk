@@ -73,7 +73,7 @@ rule train_mtp:
 
 
 rule import_checkpoint:
-    """A published MTP checkpoint as the run's final checkpoint (reviewers: no training)."""
+    """An MTP checkpoint (`checkpoint:`) as the run's final checkpoint (reviewers: no training)."""
     input:
         cfg=ancient("results/runs/{run}/config.json"),
     output:
@@ -87,6 +87,6 @@ rule import_checkpoint:
     conda:
         "../envs/mtp.yaml"
     params:
-        source=imported_checkpoint_source,
+        args=imported_checkpoint_args,
     shell:
-        "mtpsd import-checkpoint --source {params.source:q} --out {output:q} > {log:q} 2>&1"
+        "mtpsd import-checkpoint {params.args:q} --out {output:q} > {log:q} 2>&1"

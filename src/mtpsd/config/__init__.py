@@ -26,6 +26,7 @@ from mtpsd.config.decode import DecodeConfig
 from mtpsd.config.eval import EvalConfig
 from mtpsd.config.model import ModelConfig, PretrainConfig, TinyModelConfig
 from mtpsd.config.train import TrainConfig
+from mtpsd.published import apply_published_defaults, check_checkpoint_source
 
 __all__ = [
     "Config", "ConfigError", "DataConfig", "DecodeConfig", "EvalConfig", "ModelConfig",
@@ -41,7 +42,13 @@ class Config:
     runs: dict[str, Any] = field(default_factory=dict, help="run name -> overrides of the sections below")
     run: str | None = field(None, help="the run this resolved config belongs to (set by the loader)")
     checkpoint: str | None = field(
-        None, help="published MTP checkpoint (hub id or directory) to evaluate instead of training; null = train"
+        None, help="MTP checkpoint (hub id, directory or .gguf) to import and evaluate instead of training; "
+                   "null = train. The authors' published checkpoints (mtpsd.published.PUBLISHED) also set "
+                   "the run's model keys and train.k_max"
+    )
+    mtp_token: str | int | None = field(
+        None, help="mask token of a `checkpoint` whose config has no mtp_token_id and that is not in the "
+                   "published registry: its token string, or its integer id"
     )
     data: DataConfig = field(default_factory=DataConfig, help="datasets")
     model: ModelConfig = field(default_factory=ModelConfig, help="base model")
@@ -80,7 +87,10 @@ def read_yaml(path: str | Path) -> dict:
 def resolve(raw: dict, run: str | None = None) -> Config:
     """Validate a merged config dict; with ``run``, apply that run's overrides.
 
-    A run must be listed under ``runs:`` (its overrides may be empty).
+    A run must be listed under ``runs:`` (its overrides may be empty). A ``checkpoint``
+    in the published registry fills the model keys it implies (the run's own keys win;
+    ``mtpsd.published.apply_published_defaults``); any other checkpoint must make its
+    ``<MTP>`` id findable (``mtp_token``), checked here before the DAG runs.
     """
     raw = copy.deepcopy(raw)
     if run is not None:
@@ -91,8 +101,12 @@ def resolve(raw: dict, run: str | None = None) -> Config:
             if key in (runs[run] or {}) and key != "seed":
                 raise ConfigError(f"runs.{run}.{key}: cannot be overridden per run")
         raw = deep_merge(raw, runs[run] or {})
+        raw = apply_published_defaults(raw, runs[run] or {})
         raw["run"] = run
+    else:
+        raw = apply_published_defaults(raw, {})
     cfg = from_dict(Config, raw)
+    check_checkpoint_source(cfg.checkpoint, cfg.mtp_token, f"runs.{run}.checkpoint" if run else "checkpoint")
     if run is None:
         for name in cfg.run_names:  # fail at DAG start, not when the run is reached
             if name not in cfg.runs:

@@ -63,6 +63,10 @@ class ModelConfig:
     dtype: Literal["auto", "float32", "bfloat16"] = field(
         "auto", help="compute dtype; auto = bfloat16 on GPU, float32 on CPU"
     )
+    paper_model: str | None = field(
+        None, help="the paper's model this run is compared with (`model` column of paper_results.csv, "
+                   "e.g. L3.1-8B-Magpie); null = beside every paper model"
+    )
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig, help="from-scratch architecture")
     pretrain: PretrainConfig = field(default_factory=PretrainConfig, help="from-scratch training")
 

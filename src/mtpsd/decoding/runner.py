@@ -17,6 +17,7 @@ from mtpsd.decoding.single import generate
 from mtpsd.decoding.stats import pooled_stats
 from mtpsd.errors import MtpsdError
 from mtpsd.io import atomic_write_json, atomic_write_jsonl, provenance, read_jsonl
+from mtpsd.vocab import end_token_ids
 
 
 def summary_path(out: str | Path) -> Path:
@@ -42,7 +43,7 @@ def decode_file(checkpoint: str | Path, prompts: str | Path, out: str | Path, *,
         rows = rows[:limit]
     model, tok = load_checkpoint(checkpoint, dtype=dtype, device=device)
     mtp = getattr(model.config, "mtp_token_id", None)
-    stop_ids = tuple(sorted({int(tok.eos_token_id)} if tok.eos_token_id is not None else set()))
+    stop_ids = end_token_ids(model, tok)
     out_rows, results = [], []
     for i, row in enumerate(tqdm(rows, desc=f"decode {strategy} k={k}", unit="prompt")):
         question = _question(row, prompts, i)
