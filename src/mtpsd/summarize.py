@@ -6,7 +6,10 @@ those of ``shared/reference/paper_results.csv`` (:data:`PAPER_COLUMNS`); ours ha
 k=1, ``param`` = k (static, verify) or tau (confadapt), accuracies in percent (the
 paper's ``accuracy_pct``) and ROUGE as a fraction, ``value_se`` in the same units, and
 ``eff_k``/``eff_k_sd`` the measured tokens per forward pass (method.md s. 6). Extra
-columns follow (:data:`EXTRA_COLUMNS`).
+columns follow (:data:`EXTRA_COLUMNS`). Task and metric names are the paper's
+(:data:`TASK_NAMES`, :data:`METRICS`): GSM8K and GPQA flexible-extract, AIME25 exact
+match, BBH get-answer exact match and IFEval prompt-level strict accuracy are each
+``accuracy_pct``, as in ``paper_results.csv``.
 
 ``train_metrics.csv``: all runs' ``train_metrics.jsonl`` rows with a ``run`` column;
 the per-position ``agreement`` list becomes ``agreement_j1 .. agreement_jK``.
@@ -34,11 +37,21 @@ RESULT_COLUMNS = PAPER_COLUMNS + EXTRA_COLUMNS
 
 # our task -> the paper's task name
 TASK_NAMES = {"mtpsd_gsm8k_cot": "gsm8k", "mtpsd_cnn_dailymail": "cnn_dailymail",
-              "mtpsd_synth_math": "synth_math", "mtpsd_creative_writing": "creative_writing"}
+              "mtpsd_synth_math": "synth_math", "mtpsd_creative_writing": "creative_writing",
+              "aime25": "aime25", "gpqa_main_cot_n_shot": "gpqa_main", "bbh_cot_fewshot": "bbh",
+              "ifeval": "ifeval"}
 # lm-eval "metric,filter" key -> (our metric name, scale to the paper's units)
 METRICS = {
     "exact_match,flexible-extract": ("accuracy_pct", 100.0),
     "exact_match,strict-match": ("accuracy_strict_pct", 100.0),
+    # the paper's general evaluations (lm-eval's own tasks): the metric the paper reports
+    # becomes accuracy_pct, as in paper_results.csv
+    "exact_match,none": ("accuracy_pct", 100.0),                # aime25: exact match
+    "exact_match,get-answer": ("accuracy_pct", 100.0),          # bbh_cot_fewshot (group mean)
+    "prompt_level_strict_acc,none": ("accuracy_pct", 100.0),    # ifeval: prompt-level (strict)
+    "prompt_level_loose_acc,none": ("accuracy_loose_pct", 100.0),
+    "inst_level_strict_acc,none": ("inst_accuracy_pct", 100.0),
+    "inst_level_loose_acc,none": ("inst_accuracy_loose_pct", 100.0),
     "rouge_l,none": ("rouge_l", 1.0),
     "rouge_1,none": ("rouge_1", 1.0),
     "rouge_2,none": ("rouge_2", 1.0),
