@@ -151,8 +151,8 @@ def decode_args(wildcards):
         "--dtype",
         cfg.model.dtype,
     ]
-    if cfg.decode.limit is not None:
-        args += ["--limit", str(cfg.decode.limit)]
+    if cfg.decode.speed_prompts is not None:
+        args += ["--limit", str(cfg.decode.speed_prompts)]
     if cfg.model.chat_template:
         args.append("--chat-template")
     return args
