@@ -137,6 +137,11 @@ def decode_targets():
     return out
 
 
+def decode_summaries():
+    """The batch-1 speed runs' summaries (summarize -> speed.csv -> figure 9)."""
+    return [t for t in decode_targets() if t.endswith(".summary.json")]
+
+
 def decode_args(wildcards):
     """CLI arguments of one setting, as a list (quoted element by element with :q)."""
     cfg = RUN_CFG[wildcards.run]
