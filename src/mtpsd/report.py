@@ -37,12 +37,12 @@ from scipy import stats
 
 from mtpsd.errors import MtpsdError
 from mtpsd.io import atomic_write_json, atomic_write_text, provenance
+from mtpsd.paper_models import PAPER_MODELS
 from mtpsd.plotting import FIGURES
 from mtpsd.plotting.confidence import correlation
 from mtpsd.plotting.data import choose_task, final_rows, load_paper_results, read_results, task_rows
 
 HOLDS, FAILS, NO_DATA = "reproduced", "not reproduced", "no data"
-PAPER_MODELS = ("L3.1-8B-Magpie", "Qwen3-4B-Inst-2507")
 
 
 @dataclass
@@ -86,14 +86,9 @@ EFFK_SOURCE = "paper, figures 7-8 (acceleration over training; no number given)"
 def headline_rule(model: str | None) -> HeadlineRule:
     """The paper's tolerance for a model: its own name, or one of our model names for the
     paper's base models and published checkpoints (``l3-8b-magpie...``, ``qwen3-4b...``)."""
-    name = (model or "").lower()
-    if model in HEADLINE_RULES:
-        return HEADLINE_RULES[model]
-    if "qwen3-4b" in name:
-        return HEADLINE_RULES["Qwen3-4B-Inst-2507"]
-    if "magpie" in name or "l3-8b" in name or "llama-3.1-8b" in name or "l3-1-8b" in name:
-        return HEADLINE_RULES["L3.1-8B-Magpie"]
-    return DEFAULT_RULE
+    from mtpsd.paper_models import paper_model
+
+    return HEADLINE_RULES.get(paper_model(model), DEFAULT_RULE)
 
 
 def _status(ok: bool | None) -> str:

@@ -53,6 +53,8 @@ class EvalConfig:
         check(not unknown, "tasks", f"unknown task(s) {unknown}; known: {', '.join(known_tasks())}")
         check(all(isinstance(v, int) and v >= 1 for v in self.max_gen_toks.values()), "max_gen_toks",
               "values must be integers >= 1")
+        check(all(t in known_tasks() for t in self.max_gen_toks), "max_gen_toks",
+              f"keys must be task names ({', '.join(known_tasks())})")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(all(s >= 0 for s in self.checkpoint_steps), "checkpoint_steps", "steps must be >= 0")
         check(all(isinstance(v, str) and v for v in self.data_files.values()), "data_files",

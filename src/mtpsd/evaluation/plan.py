@@ -38,6 +38,7 @@ one over a single token). A job without a figure is listed as unmeasured, never 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -53,6 +54,9 @@ TASK_DOCS = {
     "ifeval": 541, "mtpsd_cnn_dailymail": 11490, "mtpsd_creative_writing": 15138,
 }
 CPU = "cpu"
+# our task -> its name in paper_results.csv (mtpsd.summarize.TASK_NAMES; kept here without pandas)
+PAPER_TASK_NAMES = {"mtpsd_gsm8k_cot": "gsm8k", "mtpsd_cnn_dailymail": "cnn_dailymail", "aime25": "aime25",
+                    "gpqa_main_cot_n_shot": "gpqa_main", "bbh_cot_fewshot": "bbh", "ifeval": "ifeval"}
 COMMITTED_FIGURES = Path(__file__).resolve().parents[1] / "measured_speed.json"
 
 
@@ -137,19 +141,25 @@ def task_documents(cfg, task: str) -> int:
     return TASK_DOCS[task]
 
 
-def _paper_eff_k(model: str | None, task: str, tau: float) -> float | None:
-    from mtpsd.plotting.data import load_paper_results
-    from mtpsd.report import HEADLINE_RULES, headline_rule
-    from mtpsd.summarize import TASK_NAMES
+@functools.lru_cache(maxsize=1)
+def _paper_confadapt_eff_k() -> dict[tuple[str, str, float], float]:
+    """(paper model, paper task, tau) -> the paper's printed effective k (main variant)."""
+    import csv
 
-    rule = headline_rule(model)
-    paper_model = next((m for m, r in HEADLINE_RULES.items() if r is rule), None)
-    if paper_model is None:
+    path = Path(__file__).resolve().parents[1] / "paper_results.csv"
+    with path.open(encoding="utf-8") as f:
+        return {(r["model"], r["task"], round(float(r["param"]), 6)): float(r["eff_k"])
+                for r in csv.DictReader(f)
+                if r["variant"] == "main" and r["strategy"] == "confadapt" and r["eff_k"]}
+
+
+def _paper_eff_k(model: str | None, task: str, tau: float) -> float | None:
+    from mtpsd.paper_models import paper_model
+
+    pm = paper_model(model)
+    if pm is None:
         return None
-    p = load_paper_results()
-    m = p[(p["model"] == paper_model) & (p["variant"] == "main") & (p["strategy"] == "confadapt")
-          & (p["task"] == TASK_NAMES.get(task, task)) & ((p["param"] - tau).abs() < 1e-9)]
-    return float(m["eff_k"].iloc[0]) if len(m) else None
+    return _paper_confadapt_eff_k().get((pm, PAPER_TASK_NAMES.get(task, task), round(float(tau), 6)))
 
 
 def tokens_per_pass(cfg, task: str, ckpt: str, setting: str) -> float:

@@ -130,8 +130,18 @@ def generation_budget(task: str, *, overrides: dict[str, int] | None = None, def
     if is_upstream(task):
         own = UPSTREAM_TASKS[task].yaml_max_gen_toks
     else:
-        own = (_our_yaml(task).get("generation_kwargs") or {}).get("max_gen_toks")
+        own = (_our_yaml_text(task).get("generation_kwargs") or {}).get("max_gen_toks")
     return int(own) if own is not None else int(default)
+
+
+def _our_yaml_text(task: str) -> dict[str, Any]:
+    """One of our YAMLs without resolving ``!function`` (no lm-eval import: the workflow's
+    plan reads budgets while Snakemake parses)."""
+    import yaml
+
+    loader = type("FunctionAsText", (yaml.SafeLoader,), {})
+    loader.add_constructor("!function", lambda lo, node: lo.construct_scalar(node))
+    return yaml.load((TASKS_DIR / f"{task}.yaml").read_text(encoding="utf-8"), Loader=loader)
 
 
 def upstream_gen_kwargs(task: str, max_gen_toks: int) -> dict[str, Any]:
