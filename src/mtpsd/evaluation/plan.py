@@ -169,7 +169,9 @@ def tokens_per_pass(cfg, task: str, ckpt: str, setting: str) -> float:
     if strategy == "static":
         return float(k)
     if strategy == "confadapt" and ckpt == "final":
-        return _paper_eff_k(cfg.model.name, task, tau) or 1.0
+        # model.paper_model (published-checkpoint runs name the paper model they reproduce), else the name
+        model = getattr(cfg.model, "paper_model", None) or cfg.model.name
+        return _paper_eff_k(model, task, tau) or 1.0
     return 1.0
 
 
