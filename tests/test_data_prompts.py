@@ -76,7 +76,8 @@ def test_tokenizer_without_eos_is_refused(tok):
 
 @pytest.mark.parametrize("text,expected", [
     ("a\n#### 18", "18"), ("#### 1,234", "1234"), ("#### $5", "5"), ("#### 7.0", "7"),
-    ("#### 2.50", "2.5"), ("#### -3", "-3"), ("#### 1\nthen #### 2", "2"), ("The answer is 5", None),
+    ("#### 2.50", "2.5"), ("#### -3", "-3"), ("#### 1\nthen #### 2", "2"), ("The answer is 5", "5"),
+    ("so 3.\nThe answer is: 1,000", "1000"), ("The answer is: 4\n#### 5", "5"), ("The answer is: x", None),
     ("#### 12.", "12"), ("####", None),
 ])
 def test_extract_answer(text, expected):

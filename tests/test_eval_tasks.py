@@ -38,8 +38,11 @@ def _raw(task):
 
 
 def test_all_tasks_indexed(tm):
-    assert known_tasks() == TASKS
-    assert set(TASKS) <= set(tm.all_tasks)
+    from mtpsd.evaluation.tasks import UPSTREAM_TASKS, our_tasks
+
+    assert our_tasks() == TASKS
+    assert known_tasks() == sorted(TASKS + list(UPSTREAM_TASKS))
+    assert set(known_tasks()) <= set(tm.all_tasks)
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -131,8 +134,32 @@ def test_local_file_errors(tmp_path, monkeypatch):
         task_config("mtpsd_synth_math")
 
 
-def test_generation_budget_cap():
+def test_generation_budget():
+    from mtpsd.evaluation.tasks import generation_budget
+
+    # the task's own budget, else decode.max_new_tokens; eval.max_gen_toks replaces either
+    assert generation_budget("mtpsd_cnn_dailymail", default=256) == 128
+    assert generation_budget("mtpsd_gsm8k_cot", default=300) == 300
+    assert generation_budget("mtpsd_cnn_dailymail", overrides={"mtpsd_cnn_dailymail": 50}, default=256) == 50
+    assert generation_budget("ifeval", default=256) == 1280
+    assert generation_budget("gpqa_main_cot_n_shot", default=256) == 256
     assert task_config("mtpsd_cnn_dailymail", max_gen_toks=50)["generation_kwargs"]["max_gen_toks"] == 50
-    assert task_config("mtpsd_cnn_dailymail", max_gen_toks=500)["generation_kwargs"]["max_gen_toks"] == 128
     gsm = task_config("mtpsd_gsm8k_cot", max_gen_toks=300)["generation_kwargs"]
-    assert gsm["max_gen_toks"] == 300 and gsm["until"] == ["Q:", "</s>", "<|im_end|>"]
+    assert gsm["max_gen_toks"] == 300
+    # the authors' stop strings: "Q:" and the end-of-text strings of Llama, Qwen, SentencePiece
+    assert gsm["until"] == ["Q:", "</s>", "<|end_of_text|>", "<|eot_id|>", "<|endoftext|>", "<|im_end|>"]
+    with pytest.raises(MtpsdError, match="unknown task"):
+        generation_budget("gsm8k", default=256)
+
+
+def test_cnn_dailymail_ends_only_at_end_ids(tm):
+    """`until` is present and empty: lm-eval would otherwise stop at the few-shot delimiter."""
+    assert _raw("mtpsd_cnn_dailymail")["generation_kwargs"]["until"] == []
+    t = _load(tm, "mtpsd_cnn_dailymail", FIXTURES / "cnn.jsonl")
+    assert t.config.generation_kwargs["until"] == [] and t.config.generation_kwargs["max_gen_toks"] == 128
+    bare = dict(_raw("mtpsd_cnn_dailymail"))
+    bare["generation_kwargs"] = {"max_gen_toks": 128, "do_sample": False}
+    bare.update(dataset_path="json", dataset_kwargs={"data_files": {"test": str(FIXTURES / "cnn.jsonl")}})
+    bare.pop("dataset_name")
+    bare["process_results"] = task_config("mtpsd_cnn_dailymail", FIXTURES / "cnn.jsonl")["process_results"]
+    assert tm.load([bare])["tasks"]["mtpsd_cnn_dailymail"].config.generation_kwargs["until"] == ["\n\n"]

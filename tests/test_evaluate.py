@@ -32,7 +32,8 @@ def run_dir(tmp_path_factory):
         tok.save_pretrained(root / name)
     cfg = from_dict(Config, {"runs": {"t": {}}, "run_names": ["t"], "model": {"name": "tinytest"},
                              "decode": {"k_max": 4, "max_new_tokens": 24},
-                             "eval": {"limit": 2, "tasks": ["mtpsd_synth_math"]}})
+                             "eval": {"limit": 2, "tasks": ["mtpsd_synth_math"],
+                                      "max_gen_toks": {"mtpsd_creative_writing": 20}}})
     cfg.run = "t"
     atomic_write_json(root / "config.json", cfg.to_dict())
     return root
@@ -65,6 +66,8 @@ def test_evaluate_cli_static_and_confadapt(run_dir):
     assert stats["n_generations"] == 2 and stats["eff_k_mean"] == 1.0
     assert stats["tokens"] == stats["forward_passes"] == sum(int(v) for v in stats["chunk_size_hist"].values())
     assert k1["provenance"]["config"]["eval"]["limit"] == 2 and "versions" in k1 and "configs" in k1
+    # the result records the dtype it ran in (model.dtype auto = float32 on CPU) and its budget
+    assert k1["dtype"] == "float32" and k1["max_gen_toks"] == 24 and k1["fewshot_as_multiturn"] is False
     # prompt is question + blank line (no few-shot), as the model was trained
     s = k1["samples"]["mtpsd_synth_math"][0]
     assert s["arguments"][0][0] == s["doc"]["question"] + "\n\n"
@@ -76,11 +79,23 @@ def test_evaluate_cli_static_and_confadapt(run_dir):
     assert st["eff_k_mean"] == pytest.approx(st["tokens"] / st["forward_passes"])
 
 
+def test_eval_dtype_decides_the_accuracy_runs_dtype(run_dir, tmp_path):
+    """eval.dtype (the paper's float32) overrides model.dtype for evaluations only."""
+    cfg = json.loads((run_dir / "config.json").read_text())
+    cfg["model"]["dtype"], cfg["eval"]["dtype"] = "float32", "bfloat16"
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--config", str(tmp_path / "config.json"), "--checkpoint", str(run_dir / "mtp_init"),
+                 "--task", "mtpsd_synth_math", "--setting", "static-k1", "--data",
+                 str(FIXTURES / "synth_math.jsonl"), "--limit", "1", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["dtype"] == "bfloat16"
+
+
 def test_evaluate_creative_writing_post_metrics(run_dir):
     data = FIXTURES / "stories.jsonl"
     k1 = _evaluate(run_dir, "mtpsd_creative_writing", "static-k1", data, "--base-model", str(run_dir / "base"))
     res = k1["results"]["mtpsd_creative_writing"]
-    assert k1["samples"]["mtpsd_creative_writing"][0]["arguments"][0][1]["max_gen_toks"] == 24  # config cap
+    assert k1["samples"]["mtpsd_creative_writing"][0]["arguments"][0][1]["max_gen_toks"] == 20  # eval.max_gen_toks
     assert 0.0 <= res["distinct_1,none"] <= 1.0 and 0.0 <= res["rep_4,none"] <= 1.0
     assert res["ppl_base,none"] > 1.0 and math.isfinite(res["ppl_base_stderr,none"])
     ref = run_dir / "eval" / "mtpsd_creative_writing" / "step0" / "static-k1.json"

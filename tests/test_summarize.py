@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from mtpsd.cli import main
+from mtpsd.errors import MtpsdError
 from mtpsd.summarize import PAPER_COLUMNS, RESULT_COLUMNS, eval_rows, join_paper, summarize_evals
 from tests.conftest import SHARED
 
@@ -108,3 +109,36 @@ def test_task_names_reach_the_papers_tasks():
     assert paper_task("mtpsd_gsm8k_cot") == paper_task(TASK_NAMES["mtpsd_gsm8k_cot"]) == "gsm8k"
     assert paper_task("mtpsd_cnn_dailymail") == "cnn_dailymail"
     assert paper_task("mtpsd_synth_math") is None  # not a paper task
+
+
+def test_speed_csv_from_the_batch1_decode_runs_feeds_figure_9(tmp_path):
+    """speed.csv holds the decode rule's batch-1 runs; the wall-clock figure plots it."""
+    from mtpsd.plotting.figures import make_figure
+    from mtpsd.plotting.wallclock import wallclock_speedups
+    from mtpsd.summarize import SPEED_TASK, write_summary
+
+    decodes = []
+    for setting, strategy, k, tau, tps, eff in (("static-k1", "static", 1, None, 100.0, 1.0),
+                                                ("static-k4", "static", 4, None, 300.0, 4.0),
+                                                ("confadapt-tau0.9", "confadapt", 4, 0.9, 250.0, 2.9)):
+        p = tmp_path / "runs" / "r1" / "decode" / f"{setting}.summary.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps({"strategy": strategy, "k": k, "tau": tau, "tokens_per_s": tps, "eff_k_mean": eff,
+                                 "eff_k_sd": 0.5, "tokens": 640, "forward_passes": 640 / eff, "n_generations": 64,
+                                 "chat_template": False, "provenance": {"dtype": "torch.bfloat16"}}))
+        decodes.append(p)
+    write_summary([], [], tmp_path / "summary", decodes)
+    speed = pd.read_csv(tmp_path / "summary" / "speed.csv")
+    assert list(speed.columns) == RESULT_COLUMNS and len(speed) == 3
+    assert set(speed["task"]) == {SPEED_TASK} and set(speed["run"]) == {"r1"}
+    assert set(speed["metric_variant"]) == {"dtype=bfloat16"}
+    ca = speed[speed["strategy"] == "confadapt"].iloc[0]
+    assert (ca["param"], ca["eff_k"], ca["tokens_per_s"], ca["n_docs"]) == (0.9, 2.9, 250.0, 64)
+    sp = wallclock_speedups(speed, SPEED_TASK).set_index("setting")["speedup"]
+    assert sp["static-k4"] == 3.0 and sp["confadapt-tau0.9"] == 2.5
+    fig = make_figure("wallclock", str(tmp_path / "summary" / "speed.csv"))
+    assert fig.axes and "batch1_speed" in fig.axes[0].get_title()
+    with pytest.raises(MtpsdError, match="missing key"):
+        bad = tmp_path / "bad.summary.json"
+        bad.write_text("{}")
+        write_summary([], [], tmp_path / "s2", [bad])

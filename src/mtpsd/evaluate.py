@@ -11,11 +11,16 @@ applies the task filters and metrics. The result JSON is lm-eval's result dict
     out = evaluate(cfg, "results/runs/tiny/checkpoint", "mtpsd_synth_math", "confadapt-tau0.9")
     out["results"]["mtpsd_synth_math"]["exact_match,flexible-extract"]
 
-Task data: every task YAML in ``mtpsd/eval_tasks`` names its hub dataset (or, for
-``mtpsd_synth_math``, our generated test file). ``data_file=`` (``--data``) points a
-task at a local JSONL instead: :func:`task_config` loads the shipped YAML and swaps
-in ``dataset_path: json`` with ``data_files: {test: FILE}``; everything else
-(prompt, few-shot, filters, metrics) stays the same.
+Tasks (``mtpsd.evaluation.tasks``): our YAMLs in ``mtpsd/eval_tasks`` name their hub
+dataset (or, for ``mtpsd_synth_math``, our generated test file); ``data_file=``
+(``--data``) points one at a local JSONL instead (:func:`task_config` swaps in
+``dataset_path: json``; prompt, few-shot, filters and metrics stay the same). The paper's
+general evaluations (``aime25``, ``gpqa_main_cot_n_shot``, ``bbh_cot_fewshot``, ``ifeval``)
+are lm-eval's own tasks, run with the paper's stop strings (hub data only).
+
+As the authors ran lm-eval: few-shot examples go in as multi-turn chat when the chat
+template is on (``fewshot_as_multiturn``), and the model runs in ``eval.dtype`` (float32
+in the paper profile; null = ``model.dtype``), recorded in the result as ``dtype``.
 """
 
 from __future__ import annotations
@@ -27,69 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from mtpsd.errors import MtpsdError
+from mtpsd.evaluation.tasks import (  # noqa: F401  (re-exported: the task registry's public names)
+    LOCAL_FIELDS,
+    TASKS_DIR,
+    check_local_file,
+    known_tasks,
+    task_config,
+    task_manager,
+)
 
-TASKS_DIR = Path(__file__).resolve().parent / "eval_tasks"
-# Fields a local JSONL must have for each task (hub datasets are validated by lm-eval).
-LOCAL_FIELDS: dict[str, tuple[str, ...]] = {
-    "mtpsd_synth_math": ("question", "answer"),
-    "mtpsd_gsm8k_cot": ("question", "answer"),
-    "mtpsd_cnn_dailymail": ("article", "highlights"),
-    "mtpsd_creative_writing": ("prompt",),
-}
 CREATIVE_TASK = "mtpsd_creative_writing"
-
-
-def known_tasks() -> list[str]:
-    return sorted(p.stem for p in TASKS_DIR.glob("mtpsd_*.yaml"))
-
-
-def task_manager():
-    """An lm-eval ``TaskManager`` that indexes only our task YAMLs (fast, offline)."""
-    from lm_eval.tasks import TaskManager
-
-    return TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
-
-
-def check_local_file(task: str, data_file: str | Path) -> Path:
-    """The absolute path of a local task file after checking its rows have the task's fields."""
-    from mtpsd.io import read_jsonl
-
-    path = Path(data_file).resolve()
-    rows = read_jsonl(path, required=LOCAL_FIELDS.get(task, ()))
-    if not rows:
-        raise MtpsdError(f"{path}: no rows for task {task}")
-    return path
-
-
-def task_config(task: str, data_file: str | Path | None = None, *,
-                max_gen_toks: int | None = None) -> dict[str, Any]:
-    """The task's lm-eval config dict (functions resolved), on a local JSONL if given.
-
-    ``max_gen_toks`` caps the task's own generation budget (the config's
-    ``decode.max_new_tokens``: one knob for every task).
-    """
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    path = TASKS_DIR / f"{task}.yaml"
-    if not path.is_file():
-        raise MtpsdError(f"unknown task {task!r}; known: {', '.join(known_tasks())}")
-    cfg = dict(load_yaml(path, resolve_func=True))
-    if data_file is not None:
-        local = check_local_file(task, data_file)
-        for key in ("dataset_name", "training_split", "validation_split", "fewshot_split"):
-            cfg.pop(key, None)
-        cfg.update(dataset_path="json", dataset_kwargs={"data_files": {"test": str(local)}},
-                   test_split="test")
-    if max_gen_toks is not None:
-        gen = dict(cfg.get("generation_kwargs") or {})
-        gen["max_gen_toks"] = min(int(gen.get("max_gen_toks", max_gen_toks)), int(max_gen_toks))
-        cfg["generation_kwargs"] = gen
-    if data_file is None and cfg.get("dataset_path") == "json":  # shipped default local file (synth math)
-        default = cfg["dataset_kwargs"]["data_files"]["test"]
-        if not Path(default).is_file():
-            raise MtpsdError(f"{default}: data file of task {task} not found (run from the repository "
-                             "root after prepare_data, or pass --data FILE)")
-    return cfg
 
 
 def checkpoint_label(path: str | Path) -> str:
@@ -192,31 +144,41 @@ def evaluate(cfg, checkpoint: str | Path, task: str, setting: str, *, data_file:
     from lm_eval import simple_evaluate
 
     from mtpsd.checkpoint import load_checkpoint
+    from mtpsd.evaluation.tasks import check_task, generation_budget, is_upstream, upstream_gen_kwargs
     from mtpsd.io import provenance, read_json
     from mtpsd.settings import parse_setting
 
     strategy, k, tau = parse_setting(setting, k_max=cfg.decode.k_max)
-    if task not in known_tasks():
-        raise MtpsdError(f"unknown task {task!r}; known: {', '.join(known_tasks())}")
+    check_task(task)
     if data_file is None:
         data_file = cfg.eval.data_files.get(task)
     limit = cfg.eval.limit if limit is None else limit
-    spec = task_config(task, data_file, max_gen_toks=cfg.decode.max_new_tokens)  # fail before loading
+    budget = generation_budget(task, overrides=cfg.eval.max_gen_toks, default=cfg.decode.max_new_tokens)
+    if is_upstream(task):
+        if data_file is not None:
+            raise MtpsdError(f"task {task} runs on its hub dataset only (lm-eval's own task); "
+                             f"drop --data / eval.data_files[{task}]")
+        spec, gen_kwargs = task, upstream_gen_kwargs(task, budget)
+    else:  # fail on a bad local file before loading the model
+        spec, gen_kwargs = task_config(task, data_file, max_gen_toks=budget), None
+    dtype = cfg.eval.dtype or cfg.model.dtype
     torch.manual_seed(cfg.seed)
-    model, tok = load_checkpoint(checkpoint, dtype=cfg.model.dtype)
+    model, tok = load_checkpoint(checkpoint, dtype=dtype)
     lm = _make_lm(model, tok, strategy, k, tau, batch_size=cfg.eval.batch_size,
                   max_gen_toks=cfg.decode.max_new_tokens)
     t0 = time.perf_counter()
     raw = simple_evaluate(
-        model=lm, tasks=[spec], task_manager=task_manager(), limit=limit,
-        log_samples=True, apply_chat_template=cfg.model.chat_template, random_seed=cfg.seed,
+        model=lm, tasks=[spec], task_manager=task_manager(), limit=limit, gen_kwargs=gen_kwargs,
+        log_samples=True, apply_chat_template=cfg.model.chat_template,
+        fewshot_as_multiturn=cfg.model.chat_template, random_seed=cfg.seed,
         numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed,
     )
     wall = time.perf_counter() - t0
     result = _jsonable(raw)
-    n_docs = int(result["n-samples"][task]["effective"])
+    # a group (bbh_cot_fewshot) reports its subtasks' documents one by one
+    n_docs = sum(int(v["effective"]) for v in result["n-samples"].values())
     if task == CREATIVE_TASK and (base_model is not None or reference is not None):
-        base = load_checkpoint(base_model, dtype=cfg.model.dtype) if base_model is not None else None
+        base = load_checkpoint(base_model, dtype=dtype) if base_model is not None else None
         ref = read_json(reference) if reference is not None else None
         add_story_metrics(result, base=base, reference=ref)
     if n_docs > cfg.eval.max_logged_samples and task != CREATIVE_TASK:
@@ -228,6 +190,8 @@ def evaluate(cfg, checkpoint: str | Path, task: str, setting: str, *, data_file:
         "setting": setting, "strategy": strategy, "param": param, "k": k,
         "tau": tau if strategy == "confadapt" else None,
         "data_file": str(data_file) if data_file is not None else None, "limit": limit,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "max_gen_toks": budget,
+        "fewshot_as_multiturn": bool(cfg.model.chat_template),
         "n_docs": n_docs, "wall_s": wall,
         "decode_stats": _summarise_decode_stats(lm.decode_stats()),
     }

@@ -127,18 +127,21 @@ def mean_se(values: Sequence[float]) -> tuple[float, float]:
 def generation_perplexity(model, tokenizer, prompts: Sequence[str], generations: Sequence[str]) -> list[float]:
     """Perplexity of each generation given its prompt under ``model`` (a causal LM).
 
-    The prompt is tokenized as the evaluation did (tokenizer defaults, so BOS when the
-    tokenizer adds one) and the generation without special tokens; one forward pass on
+    The prompt is tokenized as the evaluation did (``prompts.encode_context``: BOS when the
+    tokenizer adds one, none added to a chat prompt that starts with it) and the generation
+    without special tokens; one forward pass on
     ``[prompt; generation]`` (1, P+T) scores the T generation tokens. A generation with
     no token gets NaN.
     """
     import torch
     from tqdm.auto import tqdm
 
+    from mtpsd.data.prompts import encode_context
+
     device = next(model.parameters()).device
     out: list[float] = []
     for prompt, gen in tqdm(list(zip(prompts, generations)), desc="perplexity", leave=False):
-        ctx = tokenizer(prompt)["input_ids"]
+        ctx = encode_context(tokenizer, prompt)  # as lm-eval encoded it: one BOS at most
         tgt = tokenizer(gen, add_special_tokens=False)["input_ids"]
         if not tgt:
             out.append(math.nan)

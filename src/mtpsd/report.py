@@ -1,17 +1,24 @@
 """The paper report: each claim of the paper checked against our summary CSVs.
 
-Claims (method.md sections 6-7; numbers from ``paper_results.csv``):
+Claims (method.md sections 6-7; numbers from ``paper_results.csv``). Each check states its
+tolerance and where it comes from (``Claim.tolerance``, ``Claim.source``):
 
-1. headline: ConfAdapt tau=0.9 gives effective k > 3 tokens/pass on GSM8K at a cost of
-   < 3 accuracy points vs Static k=1 of the same checkpoint
-   (paper: L3.1-8B-Magpie 66.0 -> 64.1 at 3.3; Qwen3-4B 89.1 -> 83.6 at 3.1).
+1. headline: ConfAdapt tau=0.9 on GSM8K decodes more than ``min_eff_k`` tokens per pass at
+   less than ``max_drop`` accuracy points below Static k=1 of the same checkpoint, with the
+   tolerance the paper itself states for that model (:data:`HEADLINE_RULES`): L3.1-8B-Magpie
+   "more than 3x" at "less than 3%" (its table: 66.0 -> 64.1 at 3.3); Qwen3-4B-Inst-2507
+   "3x speeds at ... a 7% drop" (89.1 -> 83.6 at 3.1, a 5.5-point drop); any other model
+   the abstract's "more than 3x faster at <5% drop" (:data:`DEFAULT_RULE`). Drops are in
+   accuracy points (the paper's accuracies are percentages).
 2. static-vs-confadapt: Static k degrades faster than ConfAdapt: at matched acceleration
    (Static k = 2..5 vs the ConfAdapt curve linearly interpolated at eff_k = k) ConfAdapt's
-   accuracy is higher on average: mean_k [acc_CA(k) - acc_static(k)] > 0.
+   accuracy is higher on average: mean_k [acc_CA(k) - acc_static(k)] > 0 (the paper:
+   accuracy "decays, albeit more slowly" under ConfAdapt; figure 5's Pareto front).
 3. confidence: student confidence correlates with proposal quality: Spearman rho between
-   mean top-1 probability and teacher NLL is negative with p < 0.05.
+   mean top-1 probability and teacher NLL is negative with p < 0.05 (the paper: figure 6,
+   no test given; the 5% level is ours).
 4. effk-rises: effective k of ConfAdapt tau=0.9 rises over training: eff_k at the last
-   evaluated step > eff_k at the first (and Spearman over steps is reported).
+   evaluated step > eff_k at the first (the paper: figures 7-8; Spearman over steps reported).
 
 Every number in ``report.md`` comes from ``numbers.json`` (written here from the CSVs);
 ``numbers.tex`` holds the same numbers as ``\\newcommand`` macros.
@@ -30,13 +37,13 @@ from scipy import stats
 
 from mtpsd.errors import MtpsdError
 from mtpsd.io import atomic_write_json, atomic_write_text, provenance
+from mtpsd.paper_models import PAPER_MODELS
 from mtpsd.plotting import FIGURES
 from mtpsd.plotting.confidence import correlation
 from mtpsd.plotting.data import choose_task, final_rows, load_paper_results, read_results, task_rows
 from mtpsd.seed_spread import claim_counts, seed_groups, setting_table
 
 HOLDS, FAILS, NO_DATA = "reproduced", "not reproduced", "no data"
-PAPER_MODELS = ("L3.1-8B-Magpie", "Qwen3-4B-Inst-2507")
 
 
 @dataclass
@@ -46,6 +53,43 @@ class Claim:
     status: str
     ours: str
     numbers: dict = field(default_factory=dict)
+    tolerance: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class HeadlineRule:
+    """The headline claim's tolerance for one model, as the paper states it."""
+
+    min_eff_k: float   # ConfAdapt tau=0.9 must decode more tokens per pass than this
+    max_drop: float    # ... at fewer accuracy points below Static k=1 than this
+    source: str
+
+
+HEADLINE_RULES = {
+    "L3.1-8B-Magpie": HeadlineRule(
+        3.0, 3.0, "paper, GSM8K results: τ=0.9 gives 'an acceleration factor of more than 3×' while "
+                  "'decreasing accuracy for the L3.1-8B-Magpie by less than 3%' (its table: 66.0 → 64.1 at 3.3)"),
+    "Qwen3-4B-Inst-2507": HeadlineRule(
+        3.0, 7.0, "paper, GSM8K results: 'the Qwen3-4B-Inst-2507 achieves 3× speeds at a slightly higher "
+                  "cost of a 7% drop in accuracy' (its table: 89.1 → 83.6 at 3.1, 5.5 points)"),
+}
+DEFAULT_RULE = HeadlineRule(
+    3.0, 5.0, "paper, abstract and introduction: models that 'decode more than 3× faster at <5% drop in "
+              "accuracy on GSM8K relative to the single token decoding performance of the same checkpoint' "
+              "(for models the paper did not train)")
+STATIC_VS_CA_SOURCE = ("paper, GSM8K results: under ConfAdapt 'accuracy decays, albeit more slowly' than "
+                       "under Static k; figure 5 (Pareto)")
+CONFIDENCE_SOURCE = "paper, figure 6 (no test given; the 5% significance level is ours)"
+EFFK_SOURCE = "paper, figures 7-8 (acceleration over training; no number given)"
+
+
+def headline_rule(model: str | None) -> HeadlineRule:
+    """The paper's tolerance for a model: its own name, or one of our model names for the
+    paper's base models and published checkpoints (``l3-8b-magpie...``, ``qwen3-4b...``)."""
+    from mtpsd.paper_models import paper_model
+
+    return HEADLINE_RULES.get(paper_model(model), DEFAULT_RULE)
 
 
 def _status(ok: bool | None) -> str:
@@ -57,28 +101,31 @@ def _one(sw: pd.DataFrame, strategy: str, param: float) -> pd.Series | None:
     return None if m.empty else m.iloc[0]
 
 
-def headline(sw: pd.DataFrame, *, tau: float = 0.9, min_eff_k: float = 3.0, max_drop: float = 3.0) -> Claim:
+def headline(sw: pd.DataFrame, *, tau: float = 0.9, rule: HeadlineRule = DEFAULT_RULE) -> Claim:
     """Claim 1 on one sweep (rows with strategy, param, value, eff_k of one model/task)."""
     k1, ca = _one(sw, "static", 1), _one(sw, "confadapt", tau)
-    st = f"ConfAdapt τ={tau:g} decodes > {min_eff_k:g} tokens/pass at < {max_drop:g} points below Static k=1"
+    st = f"ConfAdapt τ={tau:g} decodes > {rule.min_eff_k:g} tokens/pass at < {rule.max_drop:g} points below Static k=1"
+    tol = f"effective k > {rule.min_eff_k:g}, drop < {rule.max_drop:g} accuracy points"
     if k1 is None or ca is None:
-        return Claim("headline", st, NO_DATA, f"missing Static k=1 or ConfAdapt τ={tau:g} rows")
+        return Claim("headline", st, NO_DATA, f"missing Static k=1 or ConfAdapt τ={tau:g} rows",
+                     tolerance=tol, source=rule.source)
     drop = float(k1["value"] - ca["value"])
     nums = {"acc_k1": float(k1["value"]), "acc_tau": float(ca["value"]), "drop": drop,
-            "eff_k": float(ca["eff_k"])}
-    ok = nums["eff_k"] > min_eff_k and drop < max_drop
+            "eff_k": float(ca["eff_k"]), "max_drop": rule.max_drop, "min_eff_k": rule.min_eff_k}
+    ok = nums["eff_k"] > rule.min_eff_k and drop < rule.max_drop
     return Claim("headline", st, _status(ok),
                  f"{nums['acc_k1']:.1f} → {nums['acc_tau']:.1f} (drop {drop:.1f}) at effective k {nums['eff_k']:.2f}",
-                 nums)
+                 nums, tolerance=tol, source=rule.source)
 
 
 def static_vs_confadapt(sw: pd.DataFrame) -> Claim:
     """Claim 2: mean over Static k >= 2 inside the ConfAdapt eff_k range of acc_CA(k) - acc_static(k)."""
     st = "Static k loses accuracy faster than ConfAdapt at matched effective k"
+    tol = dict(tolerance="mean accuracy gap ConfAdapt − Static over matched k > 0", source=STATIC_VS_CA_SOURCE)
     ca = sw[sw["strategy"] == "confadapt"].dropna(subset=["eff_k", "value"]).sort_values("eff_k")
     static = sw[(sw["strategy"] == "static") & (sw["param"] >= 2)]
     if len(ca) < 2 or static.empty:
-        return Claim("static_vs_confadapt", st, NO_DATA, "need >= 2 ConfAdapt points and Static k >= 2")
+        return Claim("static_vs_confadapt", st, NO_DATA, "need >= 2 ConfAdapt points and Static k >= 2", **tol)
     lo, hi = ca["eff_k"].min(), ca["eff_k"].max()
     gaps = {}
     for _, r in static.iterrows():
@@ -86,33 +133,35 @@ def static_vs_confadapt(sw: pd.DataFrame) -> Claim:
             gaps[int(r["param"])] = float(np.interp(r["param"], ca["eff_k"], ca["value"]) - r["value"])
     if not gaps:
         return Claim("static_vs_confadapt", st, NO_DATA,
-                     f"no Static k inside the ConfAdapt range of effective k [{lo:.2f}, {hi:.2f}]")
+                     f"no Static k inside the ConfAdapt range of effective k [{lo:.2f}, {hi:.2f}]", **tol)
     mean_gap = float(np.mean(list(gaps.values())))
     nums = {"mean_gap": mean_gap, "n_matched": len(gaps), "min_gap": min(gaps.values())}
     detail = ", ".join(f"k={k}: {g:+.1f}" for k, g in sorted(gaps.items()))
     return Claim("static_vs_confadapt", st, _status(mean_gap > 0),
-                 f"ConfAdapt minus Static at matched k: {detail} (mean {mean_gap:+.1f})", nums)
+                 f"ConfAdapt minus Static at matched k: {detail} (mean {mean_gap:+.1f})", nums, **tol)
 
 
 def confidence_claim(cq: pd.DataFrame | None) -> Claim:
     """Claim 3 on a ``confidence_quality_{run}.csv`` table."""
     st = "Student confidence correlates with proposal quality (teacher NLL falls as confidence rises)"
+    tol = dict(tolerance="Spearman ρ < 0 with p < 0.05", source=CONFIDENCE_SOURCE)
     if cq is None or len(cq) < 3:
-        return Claim("confidence", st, NO_DATA, "no confidence-quality table")
+        return Claim("confidence", st, NO_DATA, "no confidence-quality table", **tol)
     c = correlation(cq)
     ok = c["spearman_rho"] < 0 and c["spearman_p"] < 0.05
     return Claim("confidence", st, _status(ok),
                  f"Spearman ρ={c['spearman_rho']:.2f} (p={c['spearman_p']:.2g}), "
-                 f"Pearson r={c['pearson_r']:.2f}, n={c['n']}", c)
+                 f"Pearson r={c['pearson_r']:.2f}, n={c['n']}", c, **tol)
 
 
 def effk_rises(rows: pd.DataFrame, *, tau: float = 0.9) -> Claim:
     """Claim 4 on one run's rows of one task, over checkpoints with a ``step``."""
     st = f"Effective k of ConfAdapt τ={tau:g} rises over training"
+    tol = dict(tolerance="effective k at the last evaluated step > at the first", source=EFFK_SOURCE)
     ca = rows[(rows["strategy"] == "confadapt") & np.isclose(rows["param"].astype(float), tau)]
     ca = ca.dropna(subset=["step", "eff_k"]).sort_values("step").drop_duplicates("step")
     if len(ca) < 2:
-        return Claim("effk_rises", st, NO_DATA, f"ConfAdapt τ={tau:g} evaluated at < 2 training steps")
+        return Claim("effk_rises", st, NO_DATA, f"ConfAdapt τ={tau:g} evaluated at < 2 training steps", **tol)
     first, last = ca.iloc[0], ca.iloc[-1]
     nums = {"step_first": int(first["step"]), "eff_k_first": float(first["eff_k"]),
             "step_last": int(last["step"]), "eff_k_last": float(last["eff_k"]), "n_steps": len(ca)}
@@ -121,7 +170,7 @@ def effk_rises(rows: pd.DataFrame, *, tau: float = 0.9) -> Claim:
     if len(ca) >= 3:
         nums["spearman_rho"] = float(stats.spearmanr(ca["step"], ca["eff_k"]).statistic)
         text += f", Spearman ρ(step, eff_k)={nums['spearman_rho']:.2f}"
-    return Claim("effk_rises", st, _status(nums["eff_k_last"] > nums["eff_k_first"]), text + ")", nums)
+    return Claim("effk_rises", st, _status(nums["eff_k_last"] > nums["eff_k_first"]), text + ")", nums, **tol)
 
 
 def paper_claims(paper: pd.DataFrame, *, tau: float = 0.9) -> dict[str, list[Claim]]:
@@ -129,7 +178,7 @@ def paper_claims(paper: pd.DataFrame, *, tau: float = 0.9) -> dict[str, list[Cla
     out = {}
     for model in PAPER_MODELS:
         sw = paper[(paper["model"] == model) & (paper["variant"] == "main") & (paper["task"] == "gsm8k")]
-        out[model] = [headline(sw, tau=tau), static_vs_confadapt(sw)]
+        out[model] = [headline(sw, tau=tau, rule=HEADLINE_RULES[model]), static_vs_confadapt(sw)]
     return out
 
 
@@ -137,7 +186,9 @@ def run_claims(results: pd.DataFrame, run: str, task: str, cq: pd.DataFrame | No
     rows = task_rows(results, task)
     rows = rows[rows["run"] == run]
     sw = final_rows(rows)
-    return [headline(sw, tau=tau), static_vs_confadapt(sw), confidence_claim(cq), effk_rises(rows, tau=tau)]
+    model = rows["model"].dropna().iloc[0] if "model" in rows and rows["model"].notna().any() else None
+    return [headline(sw, tau=tau, rule=headline_rule(model)), static_vs_confadapt(sw), confidence_claim(cq),
+            effk_rises(rows, tau=tau)]
 
 
 def tex_macro(name: str) -> str:
@@ -176,12 +227,14 @@ _CLAIM_COMMANDS = {
 
 
 def _claims_table(claims: list[Claim], paper: dict[str, list[Claim]], run: str) -> list[str]:
-    lines = ["| claim | paper (from its tables) | ours | status | regenerate |", "|---|---|---|---|---|"]
+    lines = ["| claim | tolerance (source) | paper (from its tables) | ours | status | regenerate |",
+             "|---|---|---|---|---|---|"]
     for c in claims:
-        p = "; ".join(f"{m}: {pc.ours} ({pc.status})" for m, cl in paper.items() for pc in cl if pc.key == c.key)
+        p = "; ".join(f"{m}: {pc.ours} ({pc.status}{', ' + pc.tolerance if pc.key == 'headline' else ''})"
+                      for m, cl in paper.items() for pc in cl if pc.key == c.key)
         p = p or "figure only (no table numbers)"
         cmd = _CLAIM_COMMANDS[c.key].format(run=run)
-        lines.append(f"| {c.statement} | {p} | {c.ours} | **{c.status}** | `{cmd}` |")
+        lines.append(f"| {c.statement} | {c.tolerance} ({c.source}) | {p} | {c.ours} | **{c.status}** | `{cmd}` |")
     return lines
 
 

@@ -8,7 +8,14 @@ those of ``shared/reference/paper_results.csv`` (:data:`PAPER_COLUMNS`); ours ha
 k=1, ``param`` = k (static, verify) or tau (confadapt), accuracies in percent (the
 paper's ``accuracy_pct``) and ROUGE as a fraction, ``value_se`` in the same units, and
 ``eff_k``/``eff_k_sd`` the measured tokens per forward pass (method.md s. 6). Extra
-columns follow (:data:`EXTRA_COLUMNS`).
+columns follow (:data:`EXTRA_COLUMNS`). Task and metric names are the paper's
+(:data:`TASK_NAMES`, :data:`METRICS`): GSM8K and GPQA flexible-extract, AIME25 exact
+match, BBH get-answer exact match and IFEval prompt-level strict accuracy are each
+``accuracy_pct``, as in ``paper_results.csv``.
+
+``speed.csv``: the decode rule's batch-1 wall-clock runs (a fixed subset of test prompts,
+``decode.speed_prompts``, in ``model.dtype``), same columns, task ``batch1_speed``; the
+wall-clock figure reads it, so accuracy runs can decode in batches.
 
 ``train_metrics.csv``: all runs' ``train_metrics.jsonl`` rows with a ``run`` column;
 the per-position ``agreement`` list becomes ``agreement_j1 .. agreement_jK``.
@@ -36,11 +43,21 @@ RESULT_COLUMNS = PAPER_COLUMNS + EXTRA_COLUMNS
 
 # our task -> the paper's task name
 TASK_NAMES = {"mtpsd_gsm8k_cot": "gsm8k", "mtpsd_cnn_dailymail": "cnn_dailymail",
-              "mtpsd_synth_math": "synth_math", "mtpsd_creative_writing": "creative_writing"}
+              "mtpsd_synth_math": "synth_math", "mtpsd_creative_writing": "creative_writing",
+              "aime25": "aime25", "gpqa_main_cot_n_shot": "gpqa_main", "bbh_cot_fewshot": "bbh",
+              "ifeval": "ifeval"}
 # lm-eval "metric,filter" key -> (our metric name, scale to the paper's units)
 METRICS = {
     "exact_match,flexible-extract": ("accuracy_pct", 100.0),
     "exact_match,strict-match": ("accuracy_strict_pct", 100.0),
+    # the paper's general evaluations (lm-eval's own tasks): the metric the paper reports
+    # becomes accuracy_pct, as in paper_results.csv
+    "exact_match,none": ("accuracy_pct", 100.0),                # aime25: exact match
+    "exact_match,get-answer": ("accuracy_pct", 100.0),          # bbh_cot_fewshot (group mean)
+    "prompt_level_strict_acc,none": ("accuracy_pct", 100.0),    # ifeval: prompt-level (strict)
+    "prompt_level_loose_acc,none": ("accuracy_loose_pct", 100.0),
+    "inst_level_strict_acc,none": ("inst_accuracy_pct", 100.0),
+    "inst_level_loose_acc,none": ("inst_accuracy_loose_pct", 100.0),
     "rouge_l,none": ("rouge_l", 1.0),
     "rouge_1,none": ("rouge_1", 1.0),
     "rouge_2,none": ("rouge_2", 1.0),
@@ -109,6 +126,39 @@ def eval_rows(result: dict, source_file: str = "") -> list[dict]:
         rows.append({**base, "metric": name, "value": _num(metrics[key]) * scale,
                      "value_se": _num(se) * scale, "metric_variant": key})
     return rows
+
+
+SPEED_TASK = "batch1_speed"  # task name of the decode rule's rows in speed.csv
+
+
+def speed_row(summary: dict, source_file: str) -> dict:
+    """One ``speed.csv`` row from a decode summary
+    (``results/runs/{run}/decode/{setting}.summary.json``: the batch-1 speed run)."""
+    for key in ("strategy", "k", "tokens_per_s", "eff_k_mean"):
+        if key not in summary:
+            raise MtpsdError(f"{source_file}: missing key '{key}' (not an mtpsd decode summary?)")
+    path = Path(source_file)
+    setting = path.name.removesuffix(".summary.json")
+    strategy = summary["strategy"]
+    param = summary["tau"] if strategy == "confadapt" else summary["k"]
+    dtype = str((summary.get("provenance") or {}).get("dtype", "")).removeprefix("torch.")
+    return {"table": "ours", "model": None, "variant": path.parent.parent.name,
+            "chat_template": "on" if summary.get("chat_template") else "off", "strategy": strategy,
+            "param": _num(param), "task": SPEED_TASK, "metric": "tokens_per_s",
+            "value": _num(summary["tokens_per_s"]), "value_se": math.nan,
+            "eff_k": _num(summary["eff_k_mean"]), "eff_k_sd": _num(summary.get("eff_k_sd")),
+            "run": path.parent.parent.name, "checkpoint": "final", "step": math.nan, "setting": setting,
+            "metric_variant": f"dtype={dtype}" if dtype else "", "tokens_per_s": _num(summary["tokens_per_s"]),
+            "forward_passes": _num(summary.get("forward_passes")), "tokens": _num(summary.get("tokens")),
+            "n_docs": _num(summary.get("n_generations")), "source_file": source_file}
+
+
+def summarize_speed(paths: list[str | Path]) -> pd.DataFrame:
+    """``speed.csv``: the decode rule's batch-1 wall-clock runs (what figure 9 plots), one
+    row per run x setting, in :data:`RESULT_COLUMNS` (``metric`` = ``tokens_per_s``)."""
+    rows = [speed_row(read_json(p), str(p)) for p in paths]
+    df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    return df.sort_values(["run", "strategy", "param"], kind="stable").reset_index(drop=True)
 
 
 def summarize_evals(paths: list[str | Path]) -> pd.DataFrame:
@@ -182,12 +232,15 @@ def join_paper(ours: pd.DataFrame, paper: pd.DataFrame, *, variant: str | None =
     return out.drop(columns="_p")
 
 
-def write_summary(evals: list[str | Path], train_metrics: list[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``results.csv`` and ``train_metrics.csv`` into ``out_dir`` (atomically)."""
+def write_summary(evals: list[str | Path], train_metrics: list[str | Path], out_dir: str | Path,
+                  decodes: list[str | Path] = ()) -> tuple[Path, Path]:
+    """Write ``results.csv``, ``train_metrics.csv`` and ``speed.csv`` (from the decode
+    summaries) into ``out_dir`` (atomically); return the first two paths."""
     from mtpsd.io import atomic_write_text
 
     out_dir = Path(out_dir)
     res, train = out_dir / "results.csv", out_dir / "train_metrics.csv"
     atomic_write_text(res, summarize_evals(evals).to_csv(index=False))
     atomic_write_text(train, summarize_train_metrics(train_metrics).to_csv(index=False))
+    atomic_write_text(out_dir / "speed.csv", summarize_speed(list(decodes)).to_csv(index=False))
     return res, train

@@ -2,15 +2,17 @@
 # No rules here. Paths in validate() are relative to this file.
 
 import json
+import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from mtpsd.config import resolve
 from mtpsd.errors import MtpsdError
+from mtpsd.evaluation.plan import evaluation_grid
 from mtpsd.launch import train_command_shell, train_num_gpus
 from mtpsd.plotting import FIGURES
-from mtpsd.settings import format_setting, parse_setting
+from mtpsd.settings import parse_setting
 from mtpsd.workflow_env import export_source_dir
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -156,6 +158,11 @@ def decode_targets():
     return out
 
 
+def decode_summaries():
+    """The batch-1 speed runs' summaries (summarize -> speed.csv -> figure 9)."""
+    return [t for t in decode_targets() if t.endswith(".summary.json")]
+
+
 def decode_args(wildcards):
     """CLI arguments of one setting, as a list (quoted element by element with :q)."""
     cfg = RUN_CFG[wildcards.run]
@@ -172,8 +179,8 @@ def decode_args(wildcards):
         "--dtype",
         cfg.model.dtype,
     ]
-    if cfg.decode.limit is not None:
-        args += ["--limit", str(cfg.decode.limit)]
+    if cfg.decode.speed_prompts is not None:
+        args += ["--limit", str(cfg.decode.speed_prompts)]
     if cfg.model.chat_template:
         args.append("--chat-template")
     return args
@@ -185,31 +192,14 @@ EVAL_CREATIVE = "mtpsd_creative_writing"
 EVAL_SYNTH = "mtpsd_synth_math"
 
 
-def eval_settings_final(cfg):
-    """Decoding settings of the final checkpoint: static k, ConfAdapt tau, verify."""
-    out = [format_setting("static", k=k) for k in cfg.decode.static_k]
-    out += [format_setting("confadapt", tau=t) for t in cfg.decode.confadapt_tau]
-    if cfg.decode.verify_k > 0:
-        out.append(format_setting("verify", k=cfg.decode.verify_k))
-    return out
-
-
 def eval_run_targets(run):
-    """Every evaluation JSON of one run: final sweep, step-0 at k=1, intermediate checkpoints."""
-    cfg = RUN_CFG[run]
-
-    def path(task, ckpt, setting):
-        return f"results/runs/{run}/eval/{task}/{ckpt}/{setting}.json"
-
-    out = []
-    for task in cfg.eval.tasks:
-        out += [path(task, "final", s) for s in eval_settings_final(cfg)]
-        if run in IMPORTED_RUNS:  # no step-0 or intermediate checkpoints
-            continue
-        out.append(path(task, "step0", "static-k1"))
-        for step in cfg.eval.checkpoint_steps:
-            out += [path(task, f"step{step}", s) for s in cfg.eval.checkpoint_settings]
-    return list(dict.fromkeys(out))
+    """Every evaluation JSON of one run: final sweep, step-0 at k=1, intermediate checkpoints
+    (imported checkpoints: the final sweep only); the list `mtpsd plan` sizes."""
+    grid = evaluation_grid(RUN_CFG[run], imported=run in IMPORTED_RUNS)
+    return [
+        f"results/runs/{run}/eval/{task}/{ckpt}/{setting}.json"
+        for task, ckpt, setting in grid
+    ]
 
 
 def eval_targets():
@@ -340,3 +330,23 @@ def all_targets():
     """Everything the default DAG builds: decodes, the evaluation sweep and its summary,
     every figure and table, and the paper report."""
     return decode_targets() + ["results/summary/results.csv"] + figure_targets()
+
+
+# ---- the decoding plan ----------------------------------------------------------
+
+
+def print_plan():
+    """`mtpsd plan` of this config on stderr, so every invocation (dry runs included)
+    shows the decoding work and its measured hours before a job starts: GPU figures
+    of the first results/bench/gpu/<gpu>/ if any, else the CPU figures."""
+    from mtpsd.evaluation.plan import collect_figures, default_device, plan, render
+
+    device = default_device()
+    figures = collect_figures(gpu=None if device == "cpu" else device)
+    runs = {run: (RUN_CFG[run], run in IMPORTED_RUNS) for run in RUNS}
+    text = render(plan(runs, figures, device=device), device=device, figures=figures)
+    print(text, file=sys.stderr)
+
+
+if workflow.is_main_process:
+    print_plan()

@@ -1,5 +1,7 @@
 # Standalone decoding (method.md section 6): one run's final checkpoint x one decoding
 # setting over the test prompts -> results/runs/{run}/decode/{setting}.jsonl (+ .summary.json).
+# This is the speed run: batch 1, in model.dtype, over a fixed subset of the test prompts
+# (decode.speed_prompts, the same for every setting); accuracy comes from the evaluate rule.
 # Settings: static-k{k} | confadapt-tau{tau} (k = decode.k_max) | verify-k{k}.
 
 

@@ -37,13 +37,16 @@ rule evaluate:
 
 
 rule summarize:
-    """All evaluations and training metrics -> tidy CSVs (all that figures read)."""
+    """All evaluations, training metrics and batch-1 speed runs -> tidy CSVs (all that
+    figures read)."""
     input:
         evals=eval_targets(),
         train=eval_train_metrics(),
+        decodes=decode_summaries(),
     output:
         results="results/summary/results.csv",
         train="results/summary/train_metrics.csv",
+        speed="results/summary/speed.csv",
     log:
         "results/summary/logs/summarize.log",
     benchmark:
@@ -52,4 +55,4 @@ rule summarize:
         "../envs/mtp.yaml"
     shell:
         "mtpsd summarize --evals {input.evals:q} --train-metrics {input.train:q}"
-        " --out-dir results/summary > {log:q} 2>&1"
+        " --decodes {input.decodes:q} --out-dir results/summary > {log:q} 2>&1"

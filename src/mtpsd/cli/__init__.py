@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "confidence-quality": ("confidence_quality", "student confidence vs teacher loss of its k-token proposal (figure 6 data)"),
     "plot": ("plot", "draw one figure"),
     "report": ("report", "assemble tables and the paper report"),
+    "plan": ("plan", "expected device hours of the decoding work, from measured speed figures"),
     "fingerprint": ("fingerprint", "a few steps of tiny pretraining and distillation, hashed (pinned numerics check)"),
 }
 

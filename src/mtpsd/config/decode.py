@@ -23,14 +23,18 @@ class DecodeConfig:
         default_factory=lambda: ["static-k1", "confadapt-tau0.9"],
         help="settings `mtpsd decode` writes per run (results/runs/{run}/decode/{setting}.jsonl)",
     )
-    limit: int | None = field(None, help="decode only the first N test prompts (None: all)")
+    speed_prompts: int | None = field(
+        None, help="prompts of the batch-1 speed runs (`mtpsd decode`, the decode rule): the first N test "
+                   "prompts, the same fixed subset for every setting (null: all). Accuracy comes from the "
+                   "evaluate rule, batched (eval.batch_size)",
+    )
 
     def __post_init__(self):
         check(all(k >= 1 for k in self.static_k), "static_k", "every k must be >= 1")
         check(all(0.0 < t < 1.0 for t in self.confadapt_tau), "confadapt_tau", "every tau must be in (0, 1)")
         check(self.k_max is None or self.k_max >= 1, "k_max", "must be >= 1")
         check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
-        check(self.limit is None or self.limit >= 1, "limit", "must be >= 1 or null")
+        check(self.speed_prompts is None or self.speed_prompts >= 1, "speed_prompts", "must be >= 1 or null")
         from mtpsd.errors import MtpsdError
         from mtpsd.settings import parse_setting
 

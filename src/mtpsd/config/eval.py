@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from mtpsd.config.base import check, field
 
 
 @dataclass
 class EvalConfig:
-    tasks: list[str] = field(default_factory=lambda: ["mtpsd_synth_math"], help="lm-eval task names")
+    tasks: list[str] = field(
+        default_factory=lambda: ["mtpsd_synth_math"],
+        help="lm-eval task names: ours (mtpsd_*) or the paper's general evaluations through lm-eval's "
+             "own tasks (aime25, gpqa_main_cot_n_shot, bbh_cot_fewshot, ifeval)",
+    )
+    dtype: Literal["auto", "float32", "bfloat16"] | None = field(
+        None, help="dtype of the accuracy evaluations (the paper's: float32); null = model.dtype. "
+                   "The batch-1 speed runs (decode rule) stay in model.dtype",
+    )
+    max_gen_toks: dict[str, int] = field(
+        default_factory=dict,
+        help="task -> generation budget in tokens, replacing the task's own (its YAML's max_gen_toks, "
+             "else decode.max_new_tokens)",
+    )
     limit: int | None = field(None, help="documents per task (null = all)")
     batch_size: int = field(1, help="prompts decoded together")
     checkpoint_steps: list[int] = field(
@@ -33,6 +47,14 @@ class EvalConfig:
 
     def __post_init__(self):
         check(self.limit is None or self.limit > 0, "limit", "must be > 0")
+        from mtpsd.evaluation.tasks import known_tasks
+
+        unknown = [t for t in self.tasks if t not in known_tasks()]
+        check(not unknown, "tasks", f"unknown task(s) {unknown}; known: {', '.join(known_tasks())}")
+        check(all(isinstance(v, int) and v >= 1 for v in self.max_gen_toks.values()), "max_gen_toks",
+              "values must be integers >= 1")
+        check(all(t in known_tasks() for t in self.max_gen_toks), "max_gen_toks",
+              f"keys must be task names ({', '.join(known_tasks())})")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(all(s >= 0 for s in self.checkpoint_steps), "checkpoint_steps", "steps must be >= 0")
         check(all(isinstance(v, str) and v for v in self.data_files.values()), "data_files",

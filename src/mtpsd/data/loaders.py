@@ -1,14 +1,12 @@
 """Loaders for MetaMathQA and GSM8K: hub (``datasets``) or local JSON/JSONL files.
 
-Both return rows in our format ``{"id", "question", "answer", "seed_id"}`` with the
-answer ending in a ``#### N`` line, so one extractor (``prompts.extract_answer``) serves
-every source. Fields are validated on load; a missing field or malformed line raises
-``MtpsdError`` naming the file, line and field.
-
-MetaMathQA responses end in ``"The answer is: N"``; we keep the response and append
-``"#### N"`` (N normalised: commas, ``$`` and a trailing ``.0`` removed). Rows whose final
-answer is not a plain number (MATH-derived LaTeX answers) keep their text answer after
-``####`` so nothing is silently dropped.
+Both return rows in our format ``{"id", "question", "answer", "seed_id"}``; each answer
+keeps its source's own format: GSM8K's ends in a ``#### N`` line, MetaMathQA's in
+``"The answer is: N"`` (as the paper trained on it; the row also gets ``final`` = N,
+normalised: commas, ``$`` and a trailing ``.0`` removed, or the text answer of
+MATH-derived LaTeX rows). ``prompts.extract_answer`` reads both endings. Fields are
+validated on load; a missing field or malformed line raises ``MtpsdError`` naming the
+file, line and field.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mtpsd.data.prompts import normalize_number
+from mtpsd.data.prompts import extract_answer
 from mtpsd.errors import MtpsdError
 from mtpsd.io import read_jsonl
 
@@ -71,19 +69,21 @@ def _check_text(row: dict, fields: tuple[str, ...], where: str) -> None:
 
 
 def metamath_to_row(row: dict, index: int, where: str) -> dict:
-    """One MetaMathQA row -> our row; the response gains a final ``#### N`` line."""
+    """One MetaMathQA row -> our row. The response is kept as MetaMathQA wrote it (the paper
+    trains on it verbatim: worked solution ending "The answer is: N"); ``final`` holds N,
+    normalised, so nothing downstream has to parse it again."""
     _check_text(row, ("query", "response", "original_question"), where)
     response = row["response"].rstrip()
-    at = response.rfind(_THE_ANSWER_IS)  # the last statement is the final answer
-    if at < 0 and "####" not in response:
-        raise MtpsdError(f"{where}: field 'response' has neither 'The answer is: N' nor '#### N'")
-    if at >= 0:
-        final = response[at + len(_THE_ANSWER_IS):].lstrip(":").strip().rstrip(".")
+    final = extract_answer(response)
+    if final is None:
+        if _THE_ANSWER_IS not in response and "####" not in response:
+            raise MtpsdError(f"{where}: field 'response' has neither 'The answer is: N' nor '#### N'")
+        at = response.rfind(_THE_ANSWER_IS)
+        final = response[at + len(_THE_ANSWER_IS):].lstrip(":").strip().rstrip(".") if at >= 0 else ""
         if not final:
             raise MtpsdError(f"{where}: field 'response' has an empty 'The answer is:'")
-        response = f"{response}\n#### {normalize_number(final) or final}"
     return {"id": f"metamath-{index:07d}", "question": row["query"].strip(), "answer": response,
-            "seed_id": row["original_question"].strip(), "type": row["type"]}
+            "final": final, "seed_id": row["original_question"].strip(), "type": row["type"]}
 
 
 def load_metamathqa(path: str | None) -> list[dict]:

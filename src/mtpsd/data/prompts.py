@@ -18,6 +18,8 @@ import re
 from mtpsd.errors import MtpsdError
 
 _FINAL_RE = re.compile(r"####\s*\$?\s*(-?[0-9][0-9,]*(?:\.[0-9]+)?)")
+# MetaMathQA's ending (kept verbatim in its training rows)
+_THE_ANSWER_RE = re.compile(r"The answer is:?\s*\$?\s*(-?[0-9][0-9,]*(?:\.[0-9]+)?)")
 
 
 def require_eos(tokenizer, where: str = "tokenizer") -> int:
@@ -53,6 +55,15 @@ def encode_prompt(tokenizer, question: str, *, chat_template: bool) -> list[int]
     return list(tokenizer(text, add_special_tokens=not chat_template)["input_ids"])
 
 
+def encode_context(tokenizer, text: str) -> list[int]:
+    """Token ids of an already formatted prompt exactly as lm-eval's HFLM encodes it: with the
+    tokenizer's special tokens (its BOS, if it adds one), except when the text already starts
+    with the BOS string (a chat template wrote it), so a prompt never gets two BOS."""
+    bos = getattr(tokenizer, "bos_token", None)
+    add = not (isinstance(bos, str) and bos and text.startswith(bos))
+    return list(tokenizer(text, add_special_tokens=add)["input_ids"])
+
+
 def encode_example(tokenizer, question: str, answer: str, *, chat_template: bool,
                    max_length: int) -> list[int]:
     """Token ids of one full training text, truncated to ``max_length``.
@@ -86,8 +97,9 @@ def normalize_number(text: str) -> str | None:
 
 
 def extract_answer(text: str) -> str | None:
-    """The number after the last ``####`` (commas, ``$`` and a trailing ``.0`` removed), else None."""
-    hits = _FINAL_RE.findall(text)
+    """The number after the last ``####`` (GSM8K), else after the last ``The answer is:``
+    (MetaMathQA); commas, ``$`` and a trailing ``.0`` removed. None without either."""
+    hits = _FINAL_RE.findall(text) or _THE_ANSWER_RE.findall(text)
     if not hits:
         return None
     return normalize_number(hits[-1])
