@@ -25,7 +25,7 @@ def _cfg(**train):
 
 
 def _run(root, name, cfg, **kw):
-    from mtpsd.train import train_mtp
+    from mtpsd.training.loop import train_mtp
 
     d = root / name
     return train_mtp(cfg, init=root / "mtp_init", train_path=root / "train.jsonl",
@@ -70,7 +70,7 @@ def test_train_and_resume_exactly(init_and_data):
 
 def test_train_needs_init(tmp_path, init_and_data):
     from mtpsd.errors import MtpsdError
-    from mtpsd.train import train_mtp
+    from mtpsd.training.loop import train_mtp
 
     with pytest.raises(MtpsdError, match="add-mtp-token"):
         train_mtp(_cfg(), init=tmp_path / "nope", train_path=init_and_data / "train.jsonl",

@@ -8,7 +8,7 @@ from snakemake.utils import validate
 
 from mtpsd.config import resolve
 from mtpsd.errors import MtpsdError
-from mtpsd.launch import train_command_shell, train_num_gpus
+from mtpsd.training.launch import train_command_shell, train_num_gpus
 from mtpsd.plotting import FIGURES
 from mtpsd.settings import format_setting, parse_setting
 

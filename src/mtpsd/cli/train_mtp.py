@@ -24,7 +24,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from mtpsd.config import load_resolved
-    from mtpsd.train import train_mtp
+    from mtpsd.training.loop import train_mtp
 
     cfg = load_resolved(args.config)
     rows = train_mtp(cfg, init=args.init, train_path=args.train, checkpoint_dir=args.checkpoint_dir,

@@ -13,7 +13,7 @@ bf16 autocast (accelerate ``mixed_precision="bf16"``) and a bf16 teacher.
 Options (``train`` config): ``attn_implementation`` sdpa | flex_attention (``mtpsd.flex``;
 CUDA only, sdpa elsewhere); ``gradient_checkpointing`` (HF activation checkpointing on the
 student, non-reentrant; the same loss and gradients). Multi-GPU: the command runs under
-``accelerate launch`` (``mtpsd.launch``); under FSDP the student is sharded by
+``accelerate launch`` (``mtpsd.training.launch``); under FSDP the student is sharded by
 ``accelerator.prepare`` and the frozen teacher is replicated in bf16 on every GPU.
 
 Checkpoints: every ``checkpoint_every`` steps ``checkpoint_dir/step_{N:06d}/`` holds a
@@ -42,7 +42,7 @@ from mtpsd.io import atomic_write_json, atomic_write_jsonl, provenance, read_jso
 from mtpsd.layout import build_layout, default_num_regions, sample_batch_layout
 from mtpsd.mtp_token import save_model_dir
 from mtpsd.objective import mtp_loss_from_layout
-from mtpsd.train_metrics import MetricsWindow
+from mtpsd.training.metrics import MetricsWindow
 
 
 class TextStream:
