@@ -7,8 +7,12 @@ micro-batch ``i`` contributes ``loss_i * n_i / n_total`` (``n`` = loss terms), s
 step's gradient does not depend on how the batch is split. AdamW (PyTorch defaults),
 ``lr_s = lr * min(1, (s + 1) / warmup_steps)`` (linear warm-up, then constant).
 
-Precision: float32 on CPU; on GPU (dtype auto/bfloat16) float32 master weights with
-bf16 autocast (accelerate ``mixed_precision="bf16"``) and a bf16 teacher.
+Precision (``train.precision``): ``mixed`` = float32 on CPU; on GPU (dtype auto/bfloat16)
+float32 master weights with bf16 autocast (accelerate ``mixed_precision="bf16"``) and a bf16
+teacher. ``pure`` = the student's weights and gradients in model.dtype too (bf16: the
+one-GPU recipe, config/paper_1gpu.yaml, with ``train.optimizer: adamw8bit``; training.optim).
+Before loading a weight the run's memory plan (training.memory_plan) is checked against the
+GPU's free memory (or ``gpu_memory`` GiB) and the run stops with settings that would fit.
 
 Options (``train`` config): ``attn_implementation`` sdpa | flex_attention (``mtpsd.flex``;
 CUDA only, sdpa elsewhere); ``gradient_checkpointing`` (HF activation checkpointing on the
@@ -42,7 +46,9 @@ from mtpsd.io import atomic_write_json, atomic_write_jsonl, provenance, read_jso
 from mtpsd.layout import build_layout, default_num_regions, sample_batch_layout
 from mtpsd.mtp_token import save_model_dir
 from mtpsd.objective import mtp_loss_from_layout
+from mtpsd.training.memory_plan import check_run_fits
 from mtpsd.training.metrics import MetricsWindow
+from mtpsd.training.optim import build_optimizer
 
 
 class TextStream:
@@ -121,11 +127,13 @@ def _save_checkpoint(accelerator, student, tok, step_dir: Path, trainer_state: d
 
 def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: str | Path,
               out: str | Path, metrics_path: str | Path, device: str | None = None,
-              stop_after: int | None = None, progress: bool = True) -> list[dict]:
+              stop_after: int | None = None, progress: bool = True,
+              gpu_memory: float | None = None) -> list[dict]:
     """Train from ``init`` (the step-0 MTP checkpoint); return the metrics rows.
 
     ``stop_after``: return after that many optimizer steps without writing ``out``
-    (what a killed job leaves behind; used to test resuming).
+    (what a killed job leaves behind; used to test resuming). ``gpu_memory``: GiB per
+    device the memory plan must fit (default: the free memory of a CUDA device; no check on CPU).
     """
     from accelerate import Accelerator
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -133,11 +141,15 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
     tc = cfg.train
     dev = resolve_device(device)
     dtype = resolve_dtype(cfg.model.dtype, dev)
-    low = dtype == torch.bfloat16
+    low = dtype == torch.bfloat16 and tc.precision == "mixed"  # autocast over float32 master weights
     accelerator = Accelerator(mixed_precision="bf16" if low else "no", cpu=dev.type == "cpu")
     init, checkpoint_dir = Path(init), Path(checkpoint_dir)
     if not (init / "config.json").is_file():
         raise MtpsdError(f"{init}: not a checkpoint directory (run `mtpsd add-mtp-token` first)")
+    from accelerate.utils import DistributedType
+
+    check_run_fits(cfg, init, device=accelerator.device, gpus=accelerator.num_processes,
+                   fsdp=accelerator.distributed_type == DistributedType.FSDP, gpu_memory_gib=gpu_memory)
     rows = read_jsonl(train_path, required=("question", "answer"))
     if not rows:
         raise MtpsdError(f"{train_path}: no training rows")
@@ -146,7 +158,7 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
         raise MtpsdError(f"train.global_batch_size={tc.global_batch_size} must be a multiple of "
                          f"micro_batch_size x processes = {tc.micro_batch_size * P}")
     tok = AutoTokenizer.from_pretrained(init)
-    master = torch.float32 if dtype != torch.float64 else torch.float64
+    master = dtype if tc.precision == "pure" or dtype == torch.float64 else torch.float32
     attn = resolve_attn_implementation(tc.attn_implementation, accelerator.device)
     student = AutoModelForCausalLM.from_pretrained(init, dtype=master, attn_implementation=attn)
     with _full_weights_on_every_rank():
@@ -159,7 +171,7 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
     eos_id, pad_id = tok.eos_token_id, tok.pad_token_id if tok.pad_token_id is not None else mtp_id
     n_regions = tc.num_regions or default_num_regions(tc.max_length, tc.k_max)
     student.train()
-    optimizer = torch.optim.AdamW(student.parameters(), lr=tc.lr)
+    optimizer = build_optimizer(student.parameters(), name=tc.optimizer, lr=tc.lr, weight_dtype=master)
     warm = max(tc.warmup_steps, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm))
     student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
@@ -202,6 +214,7 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
                 accelerator.backward(share * P)  # DDP/FSDP average over processes
             step_loss += float(share.detach())
             window.add_micro(res, k)
+            del res  # its (S, V) logits would otherwise live through the next forward
             micro_seen += 1
         optimizer.step()
         scheduler.step()
@@ -213,7 +226,7 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
         bar.set_postfix(loss=f"{step_loss:.3f}")
         elapsed = elapsed0 + time.perf_counter() - t_start
         if step % tc.log_every == 0 or step == tc.steps:
-            metrics.append(window.row(step=step, lr=scheduler.get_last_lr()[0], supervised_total=supervised_total,
+            metrics.append(window.row(step=step, lr=float(scheduler.get_last_lr()[0]), supervised_total=supervised_total,
                                       elapsed=elapsed, micro_batches=micro_seen))
             window.reset()
             micro_seen = 0
