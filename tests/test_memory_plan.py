@@ -196,6 +196,6 @@ def test_disk_plan_counts_kept_checkpoints():
     d = mp.disk_plan(shape, pure, steps=100_000, checkpoint_steps=[10000, 25000, 50000, 75000],
                      checkpoint_every=5000)
     assert d["model_bytes"] == shape.params * 2 and d["snapshots"] == 4
-    state = d["model_bytes"] + 2 * shape.params * (1 + 2 / 256)
+    state = d["model_bytes"] + 2 * (shape.params - shape.embed_params) * (1 + 2 / 256) + 8 * shape.embed_params
     assert d["resume_state_bytes"] == pytest.approx(state)
     assert d["peak_bytes"] == pytest.approx(5 * d["model_bytes"] + 2 * state)

@@ -171,7 +171,8 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
     eos_id, pad_id = tok.eos_token_id, tok.pad_token_id if tok.pad_token_id is not None else mtp_id
     n_regions = tc.num_regions or default_num_regions(tc.max_length, tc.k_max)
     student.train()
-    optimizer = build_optimizer(student.parameters(), name=tc.optimizer, lr=tc.lr, weight_dtype=master)
+    optimizer = build_optimizer(student.parameters(), name=tc.optimizer, lr=tc.lr, weight_dtype=master,
+                                full_precision_state=(student.get_input_embeddings().weight,))
     warm = max(tc.warmup_steps, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm))
     student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)

@@ -5,7 +5,8 @@
 - student weights ``P b_w`` (``b_w`` = 4 for float32 master weights, ``train.precision:
   mixed``; 2 for bf16 weights, ``pure``), gradients ``P b_w``, optimizer state (AdamW: two
   states in the parameter dtype ``2 P b_w``; torchao AdamW8bit: int8 codes plus one scale per
-  256-block ``2 P (1 + b_w / 256)``); all divided by G under FSDP over G GPUs;
+  256-block ``2 P (1 + b_w / 256)``, except the input embedding's float32 states ``8 P_emb``,
+  training.optim); all divided by G under FSDP over G GPUs;
 - the autocast copy: bf16 autocast over float32 weights keeps a bf16 cast of every Linear
   weight from the forward to the backward (``2 P_linear``; under FSDP instead the unsharded
   bf16 root module and two layers);
@@ -75,6 +76,7 @@ class ModelShape:
     root_params: int  # parameters outside the decoder layers (embeddings, final norm, lm_head)
     layer_params: int  # one decoder layer
     largest_param: int  # numel of the largest tensor
+    embed_params: int  # input embedding (its adamw8bit states stay float32, training.optim)
     hidden: int
     intermediate: int
     layers: int
@@ -136,6 +138,7 @@ def shape_of_config(cfg, name: str) -> ModelShape:
         root_params=sum(p.numel() for p in params.values() if id(p) not in in_layers),
         layer_params=sum(p.numel() for p in layers[0].parameters()),
         largest_param=max(p.numel() for p in params.values()),
+        embed_params=model.get_input_embeddings().weight.numel(),
         hidden=cfg.hidden_size, intermediate=cfg.intermediate_size, layers=len(layers),
         q_dim=heads * head_dim, kv_dim=kv * head_dim, vocab=cfg.vocab_size,
         qk_norm=any(n.endswith("q_norm") for n, _ in model.named_modules()),
@@ -276,7 +279,10 @@ def plan_memory(m: ModelShape, s: Setup) -> MemoryPlan:
     G, bw, c = s.shards, s.weight_bytes, _BYTES[s.compute_dtype]
     P = m.params
     parts = {"student weights": P * bw / G, "gradients": P * bw / G}
-    state = 2 * P * bw if s.optimizer == "adamw" else 2 * P * (1 + bw / 256)
+    if s.optimizer == "adamw":
+        state = 2 * P * bw
+    else:  # 8-bit codes + a scale per 256 values; the input embedding's states in float32
+        state = 2 * (P - m.embed_params) * (1 + bw / 256) + 2 * 4 * m.embed_params
     parts["optimizer state"] = state / G
     if G > 1:  # FSDP2: the root module stays gathered in the compute dtype, plus two layers in flight
         parts["FSDP unsharded params"] = c * (m.root_params + 2 * m.layer_params)

@@ -21,8 +21,15 @@ from mtpsd.errors import MtpsdError
 BETAS, EPS, WEIGHT_DECAY = (0.9, 0.999), 1e-8, 0.01  # torch.optim.AdamW's defaults
 
 
-def build_optimizer(params, *, name: str, lr: float, weight_dtype: torch.dtype) -> torch.optim.Optimizer:
-    """``name`` (train.optimizer) over ``params`` whose weights are ``weight_dtype``."""
+def build_optimizer(params, *, name: str, lr: float, weight_dtype: torch.dtype,
+                    full_precision_state: tuple = ()) -> torch.optim.Optimizer:
+    """``name`` (train.optimizer) over ``params`` whose weights are ``weight_dtype``.
+
+    ``full_precision_state``: parameters whose adamw8bit states stay float32 (the input
+    embedding: rows of tokens absent from a batch get zero gradients, and a second moment
+    quantized to zero beside a first moment that is not turns ``m / (sqrt(v) + eps)`` into a
+    jump of up to 1e8 x lr; bitsandbytes keeps embeddings' states in 32 bits for the same reason).
+    """
     if name == "adamw":
         if weight_dtype in (torch.bfloat16, torch.float16):
             raise MtpsdError(f"train.optimizer: adamw on {weight_dtype} weights (train.precision: pure) loses "
@@ -30,22 +37,33 @@ def build_optimizer(params, *, name: str, lr: float, weight_dtype: torch.dtype) 
                              "(stochastic rounding) or train.precision: mixed (float32 master weights)")
         return torch.optim.AdamW(params, lr=lr, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
     if name == "adamw8bit":
-        try:
-            from torchao.optim import AdamW8bit
-        except ImportError:
-            raise MtpsdError("train.optimizer: adamw8bit needs torchao (pip install torchao==0.18.0, "
-                             "or `pip install -e .[gpu]`)") from None
-
-        class EagerOnCPU(AdamW8bit):
-            """torchao compiles the update per tensor shape (tens of seconds each on a CPU); CPU
-            runs (tests, tiny models) take the same function eagerly instead."""
-
-            def step(self, closure=None):
-                if any(p.device.type != "cpu" for g in self.param_groups for p in g["params"]):
-                    return super().step(closure)
-                with torch.compiler.set_stance("force_eager"):
-                    return super().step(closure)
-
-        return EagerOnCPU(params, lr=lr, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY,
-                          bf16_stochastic_round=weight_dtype == torch.bfloat16)
+        return _adamw8bit(params, lr=lr, weight_dtype=weight_dtype, full_precision_state=full_precision_state)
     raise MtpsdError(f"train.optimizer: unknown optimizer {name!r} (adamw, adamw8bit)")
+
+
+def _adamw8bit(params, *, lr: float, weight_dtype: torch.dtype, full_precision_state: tuple):
+    try:
+        from torchao.optim import AdamW8bit
+    except ImportError:
+        raise MtpsdError("train.optimizer: adamw8bit needs torchao (pip install torchao==0.18.0, "
+                         "or `pip install -e .[gpu]`)") from None
+    keep = {id(p) for p in full_precision_state}
+
+    class MtpsdAdamW8bit(AdamW8bit):
+        """torchao's AdamW8bit with float32 states for ``full_precision_state``; on CPU the
+        update runs eagerly (torchao compiles it per tensor shape: tens of seconds each on a
+        CPU, for tests and tiny models; the same function either way)."""
+
+        def _new_buffer(self, p, signed):
+            if id(p) in keep:
+                return torch.zeros_like(p, dtype=torch.float32)
+            return super()._new_buffer(p, signed)
+
+        def step(self, closure=None):
+            if any(p.device.type != "cpu" for g in self.param_groups for p in g["params"]):
+                return super().step(closure)
+            with torch.compiler.set_stance("force_eager"):
+                return super().step(closure)
+
+    return MtpsdAdamW8bit(params, lr=lr, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY,
+                          bf16_stochastic_round=weight_dtype == torch.bfloat16)
