@@ -41,23 +41,43 @@ def build_optimizer(params, *, name: str, lr: float, weight_dtype: torch.dtype,
     raise MtpsdError(f"train.optimizer: unknown optimizer {name!r} (adamw, adamw8bit)")
 
 
+def keep_full_precision_state(optimizer, params) -> None:
+    """Mark ``params`` for float32 adamw8bit states (after ``accelerator.prepare``, which may
+    replace parameters, e.g. by FSDP2's DTensors); no-op for other optimizers."""
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps it
+    if hasattr(inner, "full_precision_ids"):
+        inner.full_precision_ids = {id(p) for p in params}
+
+
 def _adamw8bit(params, *, lr: float, weight_dtype: torch.dtype, full_precision_state: tuple):
     try:
         from torchao.optim import AdamW8bit
     except ImportError:
         raise MtpsdError("train.optimizer: adamw8bit needs torchao (pip install torchao==0.18.0, "
                          "or `pip install -e .[gpu]`)") from None
-    keep = {id(p) for p in full_precision_state}
 
     class MtpsdAdamW8bit(AdamW8bit):
-        """torchao's AdamW8bit with float32 states for ``full_precision_state``; on CPU the
-        update runs eagerly (torchao compiles it per tensor shape: tens of seconds each on a
-        CPU, for tests and tiny models; the same function either way)."""
+        """torchao's AdamW8bit with float32 states for the parameters in ``full_precision_ids``
+        (kept float32 through ``load_state_dict`` too, which would cast them to the parameter
+        dtype); on CPU the update runs eagerly (torchao compiles it per tensor shape: tens of
+        seconds each on a CPU, for tests and tiny models; the same function either way)."""
+
+        full_precision_ids: set[int] = set()
 
         def _new_buffer(self, p, signed):
-            if id(p) in keep:
+            if id(p) in self.full_precision_ids:
                 return torch.zeros_like(p, dtype=torch.float32)
             return super()._new_buffer(p, signed)
+
+        def load_state_dict(self, state_dict):
+            super().load_state_dict(state_dict)
+            params = [p for g in self.param_groups for p in g["params"]]
+            for i, st in state_dict["state"].items():
+                p = params[i]
+                if id(p) in self.full_precision_ids:
+                    for k, v in st.items():
+                        if k != "step" and torch.is_tensor(v):
+                            self.state[p][k] = v.to(device=p.device, dtype=torch.float32)
 
         def step(self, closure=None):
             if any(p.device.type != "cpu" for g in self.param_groups for p in g["params"]):
@@ -65,5 +85,7 @@ def _adamw8bit(params, *, lr: float, weight_dtype: torch.dtype, full_precision_s
             with torch.compiler.set_stance("force_eager"):
                 return super().step(closure)
 
-    return MtpsdAdamW8bit(params, lr=lr, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY,
-                          bf16_stochastic_round=weight_dtype == torch.bfloat16)
+    opt = MtpsdAdamW8bit(params, lr=lr, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY,
+                         bf16_stochastic_round=weight_dtype == torch.bfloat16)
+    keep_full_precision_state(opt, full_precision_state)
+    return opt
