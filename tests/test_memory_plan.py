@@ -199,3 +199,28 @@ def test_disk_plan_counts_kept_checkpoints():
     state = d["model_bytes"] + 2 * (shape.params - shape.embed_params) * (1 + 2 / 256) + 8 * shape.embed_params
     assert d["resume_state_bytes"] == pytest.approx(state)
     assert d["peak_bytes"] == pytest.approx(5 * d["model_bytes"] + 2 * state)
+
+
+def _segment(arch, tmp_path, *extra):
+    out = tmp_path / "segment.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_segment.py"), "--arch", str(arch),
+                           "--out", str(out), *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_train_segment_cpu_mode(tmp_path):
+    rec = _segment(REPO / "benchmarks" / "arch" / "qwen3_4b.json", tmp_path, "--steps", "2", "--cpu")
+    assert rec["device"] == "cpu" and rec["tiny_cpu_model"] and rec["timed_steps"] == 1
+    assert rec["supervised_tokens_per_s"] > 0 and rec["seconds_per_sequence"] > 0 and len(rec["losses"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_plan_within_25_percent_of_measured_cuda_peak(tmp_path):
+    """Random-weight SmolLM2-135M architecture, one-GPU recipe (bf16, adamw8bit, checkpointing):
+    the plan's allocated bytes vs torch.cuda.max_memory_allocated of a real segment."""
+    rec = _segment(REPO / "benchmarks" / "arch" / "smollm2_135m.json", tmp_path, "--steps", "2")
+    assert rec["plan_allocated_gib"] == pytest.approx(rec["peak_allocated_gib"], rel=0.25), rec
