@@ -19,6 +19,7 @@ OVERLAYS = {
     "smol": ["config/smol.yaml"],
     "smol-offline": ["config/smol.yaml", "config/offline.yaml"],
     "paper": ["config/paper.yaml"],
+    "paper-1gpu": ["config/paper.yaml", "config/paper_1gpu.yaml"],
 }
 
 
