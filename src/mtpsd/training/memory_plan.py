@@ -10,6 +10,7 @@
 - the autocast copy: bf16 autocast over float32 weights keeps a bf16 cast of every Linear
   weight from the forward to the backward (``2 P_linear``; under FSDP instead the unsharded
   bf16 root module and two layers);
+- plain data parallel (several GPUs without FSDP): DDP's gradient buckets ``P b_w``;
 - the frozen teacher ``P b_c`` (replicated on every GPU, no gradient or optimizer state);
 - activations of one micro-batch of ``B`` texts packed to ``L = N + M (k_max - 1)`` tokens
   (``T = B L``), coefficients in bytes per token per layer measured with saved-tensor hooks
@@ -288,6 +289,8 @@ def plan_memory(m: ModelShape, s: Setup) -> MemoryPlan:
         parts["FSDP unsharded params"] = c * (m.root_params + 2 * m.layer_params)
     elif bw > c:
         parts["autocast bf16 weight copy"] = c * m.linear_params
+    if s.gpus > 1 and not s.fsdp:  # DDP: gradient buckets beside the gradients
+        parts["DDP gradient buckets"] = P * bw
     if s.teacher:
         parts["teacher (frozen)"] = P * c
     kept, transient = _activation_bytes(m, s)
