@@ -133,11 +133,12 @@ def test_train_mtp_refuses_before_loading_a_weight(tmp_path):
                 num_attention_heads=8).save_pretrained(init)
     cfg = _cpu_cfg(max_length=160, micro_batch_size=8, global_batch_size=32)
     need = mp.plan_memory(mp.model_shape(init), mp.setup_from_config(cfg, device="cpu")).peak / mp.GiB
+    assert need > 1.2  # shown in GiB
     with pytest.raises(MtpsdError) as e:
         train_mtp(cfg, init=init, train_path=tmp_path / "missing.jsonl", checkpoint_dir=tmp_path / "c",
                   out=tmp_path / "o", metrics_path=tmp_path / "m.jsonl", device="cpu", gpu_memory=need * 0.8)
     msg = str(e.value)
-    assert "does not fit" in msg and f"{need:.1f} GiB per GPU" in msg and f"{need * 0.8:.1f} GiB" in msg
+    assert "does not fit" in msg and f"{need:.1f} GiB per device" in msg and f"has {need * 0.8:.1f} GiB" in msg
     assert "Settings that would fit:" in msg and "train.gradient_checkpointing: true" in msg
     assert "mtpsd plan-memory" in msg
     # with room, the same call gets past the plan and fails on the first file it reads

@@ -239,7 +239,11 @@ class MemoryPlan:
         return "\n".join(lines)
 
     def summary(self) -> str:
-        return ", ".join(f"{k} {v / GiB:.1f}" for k, v in self.parts.items() if v >= 0.05 * GiB)
+        """The parts of at least 1% of the peak, and the overhead."""
+        out = [f"{k} {fmt_bytes(v)}" for k, v in self.parts.items() if v >= 0.01 * self.peak]
+        if self.overhead:
+            out.append(f"CUDA context + fragmentation {fmt_bytes(self.overhead)}")
+        return ", ".join(out)
 
 
 def activation_bytes_per_token(m: ModelShape, s: Setup) -> tuple[float, float]:
@@ -357,10 +361,11 @@ def check_fits(m: ModelShape, s: Setup, gpu_bytes: float) -> MemoryPlan:
     if plan.fits(gpu_bytes):
         return plan
     alts = fitting_alternatives(m, s, gpu_bytes)
-    msg = (f"{m.name} does not fit: the memory plan needs {plan.peak / GiB:.1f} GiB per GPU "
-           f"({plan.summary()} GiB; overhead {plan.overhead / GiB:.1f}) and the GPU has {gpu_bytes / GiB:.1f} GiB. ")
+    dev = "GPU" if s.device == "cuda" else "device"
+    msg = (f"{m.name} ({m.params / 1e9:.2f}B parameters) does not fit: the memory plan needs {fmt_bytes(plan.peak)} "
+           f"per {dev} ({plan.summary()}) and the {dev} has {fmt_bytes(gpu_bytes)}. ")
     if alts:
-        msg += "Settings that would fit: " + " | ".join(f"{d} -> {p.peak / GiB:.1f} GiB" for d, p in alts)
+        msg += "Settings that would fit: " + " | ".join(f"{d} -> {fmt_bytes(p.peak)}" for d, p in alts)
     else:
         msg += "No nearby setting fits (tried the one-GPU recipe, gradient checkpointing, smaller micro-batches, FSDP up to 8 GPUs)."
     raise MtpsdError(msg + " (`mtpsd plan-memory` prints the breakdown)")
@@ -394,7 +399,10 @@ def gpu_hours(shape: ModelShape, setup: Setup, throughput_files: list[Path], *, 
     return "unmeasured (no benchmarks/train_segment.py result for this architecture on CUDA)"
 
 
-def fmt_gib(x: float) -> str:
+def fmt_bytes(x: float) -> str:
+    """GiB with one decimal (MiB below 1 GiB, TiB from 1 TiB)."""
+    if x < GiB:
+        return f"{x / 1024**2:.0f} MiB"
     return f"{x / GiB:.1f} GiB" if x < 1024 * GiB else f"{x / 1024**4:.2f} TiB"
 
 
