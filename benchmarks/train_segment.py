@@ -98,7 +98,7 @@ def plan_for(cfg, p: dict, device: str):
     return shape, mp.plan_memory(shape, setup)
 
 
-def run(args) -> dict:
+def run(args, write=lambda rec: None) -> dict:
     from mtpsd.objective import mtp_loss_from_layout
     from mtpsd.training.optim import build_optimizer, keep_full_precision_state
 
@@ -143,7 +143,13 @@ def run(args) -> dict:
         supervised.append(sup)
         losses.append(loss_sum)
         print(f"step {step + 1}/{args.steps}: {times[-1]:.2f} s, loss {loss_sum:.4f}", flush=True)
-    timed = slice(1, None) if args.steps > 1 else slice(0, None)
+        write(_record(args, cpu, device, shape, plan, p, times, supervised, losses))  # a time limit keeps these
+    return _record(args, cpu, device, shape, plan, p, times, supervised, losses)
+
+
+def _record(args, cpu, device, shape, plan, p, times, supervised, losses) -> dict:
+    """The result JSON from the steps done so far (the first one, with torchao's compilation, untimed)."""
+    timed = slice(1, None) if len(times) > 1 else slice(0, None)
     wall, sup = sum(times[timed]), sum(supervised[timed])
     seqs = len(times[timed]) * p["global_batch"]
     gib = 1024**3
@@ -152,7 +158,8 @@ def run(args) -> dict:
         "gpu_name": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
         "params": shape.params, "dtype": p["dtype"], "recipe": "precision pure, adamw8bit (torchao, stochastic rounding), "
         "gradient checkpointing, frozen teacher", "micro_batch_size": p["micro"], "global_batch_size": p["global_batch"],
-        "max_length": p["max_length"], "k_max": p["k_max"], "steps": args.steps, "timed_steps": len(times[timed]),
+        "max_length": p["max_length"], "k_max": p["k_max"], "steps": len(times), "timed_steps": len(times[timed]),
+        "timed_includes_first_step": len(times) == 1,  # torchao's compilation inside: not a speed
         "step_s": times, "losses": losses,
         "seconds_per_sequence": wall / seqs, "supervised_tokens_per_s": sup / wall, "sequences_per_s": seqs / wall,
         "plan_allocated_gib": plan.allocated / gib, "plan_peak_gib": plan.peak / gib,
@@ -182,9 +189,16 @@ def main(argv=None) -> int:
         Path(args.out).write_text(json.dumps(rec, indent=2))
         print(rec["status"], file=sys.stderr)
         return 2
-    rec = run(args)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(rec, indent=2))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(rec):
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(rec, indent=2))
+        tmp.replace(out)
+
+    rec = run(args, write)
+    write(rec)
     print(json.dumps({k: v for k, v in rec.items() if not isinstance(v, list)}, indent=2))
     return 0
 

@@ -23,7 +23,7 @@ def add_arguments(p) -> None:
                                   "(default: model.pretrained, read offline from the HF cache)")
     p.add_argument("--gpus", type=int, default=None, help="GPUs per run (default: the run's accelerate config, else 1)")
     p.add_argument("--no-fsdp", action="store_true", help="with --gpus > 1: plain data parallel (no sharding)")
-    p.add_argument("--gpu-memory", type=float, default=None, help="GiB per GPU; say whether the plan fits")
+    p.add_argument("--gpu-memory", type=float, default=None, help="GiB per GPU (an 80 GB H100 has 79.6 GiB, a 141 GB H200 ~139); say whether the plan fits")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="plan for CUDA (default) or CPU")
     p.add_argument("--throughput", action="append", default=None,
                    help="benchmarks/train_segment.py result(s) for GPU-hours "

@@ -390,7 +390,8 @@ def gpu_hours(shape: ModelShape, setup: Setup, throughput_files: list[Path], *, 
             rec = json.loads(Path(f).read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if rec.get("params") != shape.params or rec.get("device") != "cuda" or not rec.get("seconds_per_sequence"):
+        if (rec.get("params") != shape.params or rec.get("device") != "cuda" or not rec.get("seconds_per_sequence")
+                or rec.get("timed_includes_first_step")):
             continue
         h = steps * setup.global_batch_size * rec["seconds_per_sequence"] / 3600
         return (f"{h:,.0f} GPU-hours for {steps:,} steps ({rec['seconds_per_sequence'] * 1e3:.1f} ms per sequence "
