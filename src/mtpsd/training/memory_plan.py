@@ -106,7 +106,7 @@ def _read_config(source: str | Path):
     try:
         return AutoConfig.from_pretrained(str(source))
     except OSError as e:
-        raise MtpsdError(f"model config of {source!r} not available offline ({str(e).splitlines()[0]}); "
+        raise MtpsdError(f"model config of {source!r} could not be read ({str(e).splitlines()[0]}); "
                          "pass --arch with a config.json (e.g. benchmarks/arch/llama31_8b.json)") from None
 
 
@@ -376,7 +376,7 @@ def disk_plan(m: ModelShape, s: Setup, *, steps: int, checkpoint_steps: list[int
     bw = s.weight_bytes
     model = m.params * bw
     state = model + plan_memory(m, s.changed(gpus=1, fsdp=False)).parts["optimizer state"]
-    snapshots = len([x for x in set(checkpoint_steps) if 0 < x < steps])
+    snapshots = len([x for x in set(checkpoint_steps) if 0 < x <= steps])
     return {"model_bytes": model, "snapshots": snapshots, "resume_state_bytes": state,
             "peak_bytes": (snapshots + 1) * model + 2 * state,
             "resume_every": checkpoint_every}
