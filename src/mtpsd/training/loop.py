@@ -4,7 +4,7 @@ One optimizer step = ``global_batch_size`` texts, split into micro-batches of
 ``micro_batch_size`` (gradient accumulation; with P processes each takes every P-th
 micro-batch). The loss of a step is the mean over all its supervised positions:
 micro-batch ``i`` contributes ``loss_i * n_i / n_total`` (``n`` = loss terms), so the
-step's gradient does not depend on how the batch is split. AdamW (PyTorch defaults),
+step's gradient does not depend on how the batch is split. AdamW (``train.optimizer``, training.optim),
 ``lr_s = lr * min(1, (s + 1) / warmup_steps)`` (linear warm-up, then constant).
 
 Precision (``train.precision``): ``mixed`` = float32 on CPU; on GPU (dtype auto/bfloat16)
