@@ -19,7 +19,7 @@ def test_conda_env_mirrors_pyproject_pins():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     env = yaml.safe_load((REPO / "workflow" / "envs" / "mtp.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    assert _pins(pip) == _pins(project["dependencies"])
+    assert _pins(pip) == _pins(project["dependencies"] + project["optional-dependencies"]["gpu"])
     assert _pins(project["dependencies"])["torch"] == "2.13.0"
 
 

@@ -68,7 +68,7 @@ def init_and_data(tmp_path_factory):
 
 
 def _train(root, name, **train):
-    from mtpsd.train import train_mtp
+    from mtpsd.training.loop import train_mtp
 
     base = dict(k_max=4, max_length=64, lr=1e-3, warmup_steps=1, steps=2, global_batch_size=4,
                 micro_batch_size=2, checkpoint_every=2, log_every=1, seed=0)
@@ -102,7 +102,7 @@ def _tc(**kw):
 
 
 def test_train_command_prefix():
-    from mtpsd.launch import train_command_prefix, train_command_shell, train_num_gpus
+    from mtpsd.training.launch import train_command_prefix, train_command_shell, train_num_gpus
 
     assert train_command_prefix(Config(train=_tc())) == ["mtpsd"]
     assert train_num_gpus(Config(train=_tc())) == 1
@@ -121,7 +121,7 @@ def test_train_command_prefix():
 
 
 def test_bad_accelerate_config(tmp_path):
-    from mtpsd.launch import train_command_prefix
+    from mtpsd.training.launch import train_command_prefix
 
     bad = tmp_path / "ds.yaml"
     bad.write_text("distributed_type: DEEPSPEED\nnum_processes: 2\n")
@@ -167,7 +167,7 @@ def test_fsdp_config_wraps_decoder_layers(make, monkeypatch):
 
 
 def test_teacher_loads_full_weights_under_fsdp_env(monkeypatch):
-    from mtpsd.train import _full_weights_on_every_rank
+    from mtpsd.training.loop import _full_weights_on_every_rank
 
     monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "true")
     with _full_weights_on_every_rank():

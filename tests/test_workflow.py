@@ -20,6 +20,7 @@ OVERLAYS = {
     "smol-offline": ["config/smol.yaml", "config/offline.yaml"],
     "paper": ["config/paper.yaml"],
     "seeds": ["config/seeds.yaml"],
+    "paper-1gpu": ["config/paper.yaml", "config/paper_1gpu.yaml"],
 }
 
 

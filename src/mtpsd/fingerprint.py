@@ -59,7 +59,7 @@ def compute(workdir: str | Path | None = None) -> dict:
     from mtpsd.pretrain import _train_loop, build_model
     from mtpsd.data.prompts import encode_example
     from mtpsd.tokenizer_train import train_tokenizer
-    from mtpsd.train import train_mtp
+    from mtpsd.training.loop import train_mtp
 
     threads = numerics.train_threads(torch.get_num_threads())
     torch.set_num_threads(threads)

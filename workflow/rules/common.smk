@@ -10,7 +10,7 @@ from snakemake.utils import validate
 from mtpsd.config import resolve
 from mtpsd.errors import MtpsdError
 from mtpsd.evaluation.plan import evaluation_grid
-from mtpsd.launch import train_command_shell, train_num_gpus
+from mtpsd.training.launch import train_command_shell, train_num_gpus
 from mtpsd.plotting import FIGURES
 from mtpsd.settings import parse_setting
 from mtpsd.workflow_env import export_source_dir

@@ -66,7 +66,7 @@ rule train_mtp:
         checkpoints=train_checkpoint_dir,
         launcher=train_launcher,
     shell:
-        # params.launcher is already shell-quoted (mtpsd.launch.train_command_shell)
+        # params.launcher is already shell-quoted (mtpsd.training.launch.train_command_shell)
         "{params.launcher} train-mtp --config {input.cfg:q} --init {input.init:q} --train {input.data:q}"
         " --checkpoint-dir {params.checkpoints:q}"
         " --out {output.ckpt:q} --metrics {output.metrics:q} > {log:q} 2>&1"

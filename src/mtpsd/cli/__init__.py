@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-base": ("import_base", "load a pretrained base model (hub id, directory, GGUF) and save it"),
     "import-checkpoint": ("import_checkpoint", "import a published MTP checkpoint to evaluate without training"),
     "add-mtp-token": ("add_mtp_token", "add the <MTP> token to a base model"),
+    "plan-memory": ("plan_memory", "expected peak GPU memory, checkpoint disk and GPU-hours of a run (no weights loaded)"),
     "train-mtp": ("train_mtp", "self-distillation training"),
     "decode": ("decode", "decode a prompt file with a strategy; write generations and statistics"),
     "evaluate": ("evaluate", "one checkpoint x one task x one decoding setting through lm-eval"),

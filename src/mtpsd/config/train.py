@@ -30,6 +30,15 @@ class TrainConfig:
                      "(BlockMask from the layout; CUDA only, falls back to sdpa with a warning elsewhere)")
     gradient_checkpointing: bool = field(
         False, help="activation checkpointing on the student (each layer recomputed in backward: less activation memory, one more forward of compute)")
+    precision: Literal["mixed", "pure"] = field(
+        "mixed", help="student weights: mixed = float32 master weights, gradients and optimizer state, "
+                      "compute in model.dtype (bf16 autocast on GPU); pure = weights and gradients in "
+                      "model.dtype (bf16: 2+2 bytes/parameter), the optimizer rounds its float32 update "
+                      "stochastically (needs optimizer adamw8bit when model.dtype is bfloat16)")
+    optimizer: Literal["adamw", "adamw8bit"] = field(
+        "adamw", help="adamw = torch.optim.AdamW (the reference); adamw8bit = torchao.optim.AdamW8bit "
+                      "(blockwise 8-bit states, 2 bytes/parameter; bf16 weights updated with stochastic "
+                      "rounding); both: betas (0.9, 0.999), eps 1e-8, weight decay 0.01")
     accelerate_config: str | None = field(
         None, help="accelerate config file (config/accelerate/*.yaml) the workflow launches train-mtp with; "
                    "null = a plain process")

@@ -4,23 +4,35 @@ One optimizer step = ``global_batch_size`` texts, split into micro-batches of
 ``micro_batch_size`` (gradient accumulation; with P processes each takes every P-th
 micro-batch). The loss of a step is the mean over all its supervised positions:
 micro-batch ``i`` contributes ``loss_i * n_i / n_total`` (``n`` = loss terms), so the
-step's gradient does not depend on how the batch is split. AdamW (PyTorch defaults),
+step's gradient does not depend on how the batch is split. AdamW (``train.optimizer``, training.optim),
 ``lr_s = lr * min(1, (s + 1) / warmup_steps)`` (linear warm-up, then constant).
 
-Precision: float32 on CPU; on GPU (dtype auto/bfloat16) float32 master weights with
-bf16 autocast (accelerate ``mixed_precision="bf16"``) and a bf16 teacher.
+Precision (``train.precision``): ``mixed`` = float32 on CPU; on GPU (dtype auto/bfloat16)
+float32 master weights with bf16 autocast (accelerate ``mixed_precision="bf16"``) and a bf16
+teacher. ``pure`` = the student's weights and gradients in model.dtype too (bf16: the
+one-GPU recipe, config/paper_1gpu.yaml, with ``train.optimizer: adamw8bit``; training.optim).
+Before loading a weight the run's memory plan (training.memory_plan) is checked against the
+GPU's free memory (or ``gpu_memory`` GiB) and the run stops with settings that would fit.
 
 Options (``train`` config): ``attn_implementation`` sdpa | flex_attention (``mtpsd.flex``;
 CUDA only, sdpa elsewhere); ``gradient_checkpointing`` (HF activation checkpointing on the
 student, non-reentrant; the same loss and gradients). Multi-GPU: the command runs under
-``accelerate launch`` (``mtpsd.launch``); under FSDP the student is sharded by
+``accelerate launch`` (``mtpsd.training.launch``); under FSDP the student is sharded by
 ``accelerator.prepare`` and the frozen teacher is replicated in bf16 on every GPU.
 
-Checkpoints: every ``checkpoint_every`` steps ``checkpoint_dir/step_{N:06d}/`` holds a
-plain HF model + tokenizer (kept, for evaluation over training) and ``state/`` (optimizer,
-scheduler, RNG: ``accelerator.save_state``) plus ``trainer_state.pt`` (step, data
-cursor, layout-sampler RNG, metrics so far). Only the newest ``state/`` is kept. A
-restarted run resumes from the newest complete checkpoint and continues exactly.
+Checkpoints (``checkpoint_dir/step_{N:06d}/``), in the training dtype (float32 master
+weights, or bf16 with ``precision: pure``); what is kept is what the evaluation needs:
+
+- at the steps of ``eval.checkpoint_steps``: a plain HF model + tokenizer (kept);
+- every ``checkpoint_every`` steps and at the last step: the resume state, ``state/``
+  (weights, optimizer, scheduler, RNG: ``accelerator.save_state``) plus ``trainer_state.pt``
+  (step, data cursor, layout-sampler RNG, metrics so far). Only the newest is kept; older
+  step directories without an evaluation snapshot are deleted.
+
+A step directory is written under a temporary name and renamed when complete, and older
+resume states are deleted only after that, so a kill (even mid-save) loses nothing: a
+restarted run resumes from the newest complete checkpoint and continues exactly. The final
+model is ``out`` (training.memory_plan.disk_plan sizes all of it).
 """
 
 from __future__ import annotations
@@ -43,7 +55,9 @@ from mtpsd.io import atomic_write_json, atomic_write_jsonl, provenance, read_jso
 from mtpsd.layout import build_layout, default_num_regions, sample_batch_layout
 from mtpsd.mtp_token import save_model_dir
 from mtpsd.objective import mtp_loss_from_layout
-from mtpsd.train_metrics import MetricsWindow
+from mtpsd.training.memory_plan import check_run_fits
+from mtpsd.training.metrics import MetricsWindow
+from mtpsd.training.optim import build_optimizer, keep_full_precision_state
 
 
 class TextStream:
@@ -95,38 +109,57 @@ def _latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def _save_checkpoint(accelerator, student, tok, step_dir: Path, trainer_state: dict) -> None:
-    """Write ``step_dir`` (HF model + tokenizer + resume state) atomically."""
+def _save_checkpoint(accelerator, student, tok, step_dir: Path, trainer_state: dict | None, *,
+                     snapshot: bool, keep_steps: set[int]) -> None:
+    """Write ``step_dir`` atomically: an HF model + tokenizer if ``snapshot``, the resume state
+    if ``trainer_state``; then drop older resume states and step directories not in ``keep_steps``."""
     tmp = step_dir.parent / f".{step_dir.name}.tmp"
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp / "state"))
-    state_dict = accelerator.get_state_dict(student)  # a collective under FSDP: every rank calls it
+    if trainer_state is not None:
+        accelerator.save_state(str(tmp / "state"))
+    state_dict = accelerator.get_state_dict(student) if snapshot else None  # collective under FSDP
     if accelerator.is_main_process:
-        model = accelerator.unwrap_model(student)
-        model.save_pretrained(tmp, state_dict=state_dict)
-        tok.save_pretrained(tmp)
-        torch.save(trainer_state, tmp / "trainer_state.pt")
-        atomic_write_json(tmp / "trainer_state.json", {k: v for k, v in trainer_state.items()
-                                                       if k not in ("layout_rng", "metrics")})
+        tmp.mkdir(parents=True, exist_ok=True)
+        if snapshot:
+            model = accelerator.unwrap_model(student)
+            model.save_pretrained(tmp, state_dict=state_dict)
+            tok.save_pretrained(tmp)
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / "trainer_state.pt")
+            atomic_write_json(tmp / "trainer_state.json", {k: v for k, v in trainer_state.items()
+                                                           if k not in ("layout_rng", "metrics")})
         if step_dir.exists():
             shutil.rmtree(step_dir)
         tmp.rename(step_dir)
-        for old in step_dir.parent.glob("step_*"):  # only the newest resume state is kept
-            if old != step_dir and (old / "state").is_dir():
-                shutil.rmtree(old / "state")
-                (old / "trainer_state.pt").unlink(missing_ok=True)
+        if trainer_state is not None:
+            _prune(step_dir, keep_steps)
     accelerator.wait_for_everyone()
+
+
+def _prune(newest: Path, keep_steps: set[int]) -> None:
+    """Only ``newest`` keeps a resume state; other step directories stay only as evaluation snapshots."""
+    for old in newest.parent.glob("step_*"):
+        if old == newest:
+            continue
+        if int(old.name[5:]) not in keep_steps:
+            shutil.rmtree(old)
+        elif (old / "state").is_dir() or (old / "trainer_state.pt").exists():
+            shutil.rmtree(old / "state", ignore_errors=True)
+            (old / "trainer_state.pt").unlink(missing_ok=True)
+            (old / "trainer_state.json").unlink(missing_ok=True)
 
 
 def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: str | Path,
               out: str | Path, metrics_path: str | Path, device: str | None = None,
-              stop_after: int | None = None, progress: bool = True) -> list[dict]:
+              stop_after: int | None = None, progress: bool = True,
+              gpu_memory: float | None = None) -> list[dict]:
     """Train from ``init`` (the step-0 MTP checkpoint); return the metrics rows.
 
     ``stop_after``: return after that many optimizer steps without writing ``out``
-    (what a killed job leaves behind; used to test resuming).
+    (what a killed job leaves behind; used to test resuming). ``gpu_memory``: GiB per
+    device the memory plan must fit (default: the free memory of a CUDA device; no check on CPU).
     """
     from accelerate import Accelerator
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -136,11 +169,17 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
     if dev.type == "cpu":  # the thread count is part of the numerics (mtpsd.numerics)
         torch.set_num_threads(numerics.train_threads(torch.get_num_threads()))
     dtype = resolve_dtype(cfg.model.dtype, dev)
-    low = dtype == torch.bfloat16
+    low = dtype == torch.bfloat16 and tc.precision == "mixed"  # autocast over float32 master weights
     accelerator = Accelerator(mixed_precision="bf16" if low else "no", cpu=dev.type == "cpu")
     init, checkpoint_dir = Path(init), Path(checkpoint_dir)
     if not (init / "config.json").is_file():
         raise MtpsdError(f"{init}: not a checkpoint directory (run `mtpsd add-mtp-token` first)")
+    from accelerate.utils import DistributedType, set_seed
+
+    set_seed(tc.seed)  # global RNGs: adamw8bit's stochastic rounding draws from them (saved in state/)
+
+    check_run_fits(cfg, init, device=accelerator.device, gpus=accelerator.num_processes,
+                   fsdp=accelerator.distributed_type == DistributedType.FSDP, gpu_memory_gib=gpu_memory)
     rows = read_jsonl(train_path, required=("question", "answer"))
     if not rows:
         raise MtpsdError(f"{train_path}: no training rows")
@@ -149,7 +188,7 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
         raise MtpsdError(f"train.global_batch_size={tc.global_batch_size} must be a multiple of "
                          f"micro_batch_size x processes = {tc.micro_batch_size * P}")
     tok = AutoTokenizer.from_pretrained(init)
-    master = torch.float32 if dtype != torch.float64 else torch.float64
+    master = dtype if tc.precision == "pure" or dtype == torch.float64 else torch.float32
     attn = resolve_attn_implementation(tc.attn_implementation, accelerator.device)
     student = AutoModelForCausalLM.from_pretrained(init, dtype=master, attn_implementation=attn)
     with _full_weights_on_every_rank():
@@ -162,10 +201,11 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
     eos_id, pad_id = tok.eos_token_id, tok.pad_token_id if tok.pad_token_id is not None else mtp_id
     n_regions = tc.num_regions or default_num_regions(tc.max_length, tc.k_max)
     student.train()
-    optimizer = torch.optim.AdamW(student.parameters(), lr=tc.lr)
+    optimizer = build_optimizer(student.parameters(), name=tc.optimizer, lr=tc.lr, weight_dtype=master)
     warm = max(tc.warmup_steps, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm))
     student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
+    keep_full_precision_state(optimizer, [accelerator.unwrap_model(student).get_input_embeddings().weight])
 
     stream, layout_rng = TextStream(rows, tc.seed), torch.Generator().manual_seed(tc.seed)
     step, supervised_total, elapsed0, metrics = 0, 0, 0.0, []
@@ -179,6 +219,7 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
         accelerator.print(f"resuming from {last} (step {step})")
     t_start = time.perf_counter()
     n_micro = tc.global_batch_size // tc.micro_batch_size
+    keep_steps = set(cfg.eval.checkpoint_steps)  # evaluation snapshots (workflow: step{N})
     window = MetricsWindow(tc.k_max)
     micro_seen, warned_regions = 0, False
     bar = tqdm(total=tc.steps, initial=step, desc="train-mtp", disable=not (progress and accelerator.is_main_process))
@@ -205,6 +246,7 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
                 accelerator.backward(share * P)  # DDP/FSDP average over processes
             step_loss += float(share.detach())
             window.add_micro(res, k)
+            del res  # its (S, V) logits would otherwise live through the next forward
             micro_seen += 1
         optimizer.step()
         scheduler.step()
@@ -216,7 +258,7 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
         bar.set_postfix(loss=f"{step_loss:.3f}")
         elapsed = elapsed0 + time.perf_counter() - t_start
         if step % tc.log_every == 0 or step == tc.steps:
-            metrics.append(window.row(step=step, lr=scheduler.get_last_lr()[0], supervised_total=supervised_total,
+            metrics.append(window.row(step=step, lr=float(scheduler.get_last_lr()[0]), supervised_total=supervised_total,
                                       elapsed=elapsed, micro_batches=micro_seen))
             window.reset()
             micro_seen = 0
@@ -228,10 +270,12 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
                               "end in EOS", stacklevel=1)
             if accelerator.is_main_process:
                 atomic_write_jsonl(metrics_path, metrics)
-        if step % tc.checkpoint_every == 0 or step == tc.steps:
+        resume, snapshot = step % tc.checkpoint_every == 0 or step == tc.steps, step in keep_steps
+        if resume or snapshot:
             state = {"step": step, "supervised_tokens": supervised_total, "elapsed_s": elapsed,
                      "data": stream.state(), "layout_rng": layout_rng.get_state(), "metrics": metrics}
-            _save_checkpoint(accelerator, student, tok, checkpoint_dir / f"step_{step:06d}", state)
+            _save_checkpoint(accelerator, student, tok, checkpoint_dir / f"step_{step:06d}",
+                             state if resume else None, snapshot=snapshot, keep_steps=keep_steps)
     bar.close()
     if stop_after is not None and step < tc.steps:
         return metrics
