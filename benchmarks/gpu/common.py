@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 # Files the check writes (at most 8 in one folder, see check.py).
-TESTS_JSON = "tests.json"
+CHECK_JSON = "check.json"  # run config, sections, CUDA test counts
 THROUGHPUT_JSON = "throughput.json"
 ROOFLINE_JSON = "roofline.json"
 SUMMARY_MD = "summary.md"
