@@ -1,4 +1,7 @@
-"""Shared pieces of the GPU check: deadlines, random-weight models, JSON files, timing."""
+"""Shared pieces of the GPU check: deadlines, random-weight models, JSON files, timing.
+
+torch is imported where it is used, so the driver (``check``) and ``summary`` stay light.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +11,20 @@ import re
 import time
 from pathlib import Path
 
-import torch
-
 # Files the check writes (at most 8 in one folder, see check.py).
 CHECK_JSON = "check.json"  # run config, sections, CUDA test counts
 THROUGHPUT_JSON = "throughput.json"
 ROOFLINE_JSON = "roofline.json"
 SUMMARY_MD = "summary.md"
 LOG = "gpu_check.log"
+
+
+# Method names (throughput.py) that the summary's targets refer to.
+OURS_K1 = "ours-k1"
+HF_EAGER = "hf-eager"
+HF_STATIC = "hf-static-compiled"
+CONFADAPT = "ours-confadapt-replayed"
+CONFADAPT_FULL = "ours-confadapt-replayed-nobudget"
 
 
 def train_json(arch: str) -> str:
@@ -32,7 +41,9 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device) -> str:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return "cpu"
@@ -95,12 +106,12 @@ def provenance() -> dict:
 
         return prov()
     except Exception as e:  # noqa: BLE001 - provenance must never stop a measurement
-        import transformers
-
-        return {"torch": torch.__version__, "transformers": transformers.__version__, "error": repr(e)}
+        return {"error": repr(e)}
 
 
-def resolve_dtype(name: str) -> torch.dtype:
+def resolve_dtype(name: str):
+    import torch
+
     table = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
              "float32": torch.float32, "fp32": torch.float32, "float64": torch.float64}
     if name not in table:
@@ -108,7 +119,7 @@ def resolve_dtype(name: str) -> torch.dtype:
     return table[name]
 
 
-def random_model(arch: str | os.PathLike, *, device: torch.device, dtype: torch.dtype, seed: int = 0):
+def random_model(arch: str | os.PathLike, *, device, dtype, seed: int = 0):
     """A model of the architecture in ``arch`` (an HF config.json) with random weights,
     initialised directly on ``device`` in ``dtype`` (no hub access, no weight files).
 
@@ -116,6 +127,7 @@ def random_model(arch: str | os.PathLike, *, device: torch.device, dtype: torch.
     ``max_new_tokens`` (random weights: argmax tokens are meaningless, lengths must be fixed).
     The last vocabulary id stands in for ``<MTP>``: an untrained mask token costs the same.
     """
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     cfg = AutoConfig.from_pretrained(str(arch))
@@ -135,12 +147,14 @@ def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def sync(device: torch.device) -> None:
+def sync(device) -> None:
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def timed(fn, device: torch.device):
+def timed(fn, device):
     """``(result, seconds)`` of ``fn()``, the device synchronised before and after."""
     sync(device)
     t0 = time.perf_counter()
@@ -151,5 +165,7 @@ def timed(fn, device: torch.device):
 
 def random_prompts(batch: int, length: int, vocab: int, *, seed: int) -> list[list[int]]:
     """``batch`` prompts of ``length`` random ids below ``vocab - 1`` (the ``<MTP>`` stand-in)."""
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     return torch.randint(3, vocab - 1, (batch, length), generator=g).tolist()

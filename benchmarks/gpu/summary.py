@@ -10,9 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from benchmarks.gpu.common import (CHECK_JSON, ROOFLINE_JSON, SUMMARY_MD, THROUGHPUT_JSON, read_json,
-                                   train_json)
-from benchmarks.gpu.throughput import CONFADAPT, HF_EAGER, OURS_K1
+from benchmarks.gpu.common import (CHECK_JSON, CONFADAPT, OURS_K1, ROOFLINE_JSON, SUMMARY_MD, THROUGHPUT_JSON,
+                                   read_json, train_json)
 
 # Issue 15's targets: (role, batch, method, measure, threshold). Role "llama" is the first
 # architecture of the run (Llama-3.1-8B on a GPU), "qwen" the second (Qwen3-4B).
