@@ -86,6 +86,13 @@ def throughput_tables(tp: dict) -> list[str]:
                     out.append(f"\nb={b} {m}: {err}")
         for err in a.get("errors", []):
             out.append(f"\n{err}")
+        eng = a.get("engine")
+        if eng:
+            timed = [c.get("engine_captures_while_timed") for c in a["batches"].values()]
+            out.append(f"\nEngine: CUDA graphs {eng.get('cuda_graphs')}, counters {eng.get('counters')}, graphs captured "
+                       f"inside timed rounds per batch size {timed}; mask budget {a.get('mask_budget')} tokens/pass "
+                       f"({a.get('mask_budget_arg')}); peak memory allocated "
+                       f"{_fmt(a.get('max_memory_allocated_gib'), ' GiB')}.")
         rep = a.get("replay")
         if rep:
             if rep.get("source") == "distribution":
@@ -109,7 +116,8 @@ def roofline_lines(rl: dict) -> list[str]:
     for arch, a in rl.get("archs", {}).items():
         pts = a.get("points", [])
         if not pts:
-            out.append(f"\n{arch}: no roofline points ({'; '.join(a.get('errors', [])) or 'skipped'})")
+            errs = "; ".join(str(e.get("error", e)) if isinstance(e, dict) else str(e) for e in a.get("errors", []))
+            out.append(f"\n{arch}: no roofline points ({errs or 'skipped by the time guard'})")
             continue
         out += ["", f"### {arch}: one pass at KV length {a.get('kv_len')} ({', '.join(a.get('modes', []))})", "",
                 "| batch x width | tokens | ms per pass | tokens/s |", "|---|---|---|---|"]
