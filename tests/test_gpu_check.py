@@ -84,11 +84,30 @@ def test_deadline():
 def test_test_counts_from_verbose_output_when_pytest_was_stopped():
     text = ("tests/test_flex.py::test_flex_loss_and_grads_equal_sdpa_cuda[causal-hard] PASSED   [ 50%]\n"
             "tests/test_flex.py::test_flex_loss_and_grads_equal_sdpa_cuda[bidirectional-soft] FAILED [100%]\n"
-            "tests/test_engine_cuda.py::test_x SKIPPED (no CUDA)  [ 10%]\n")
+            "tests/test_engine_cuda.py::test_x SKIPPED (no CUDA)  [ 10%]\n"
+            "FAILED tests/test_flex.py::test_flex_loss_and_grads_equal_sdpa_cuda[bidirectional-soft] - boom\n"
+            "ERROR tests/test_engine_cuda.py\n")
     per = cuda_tests._from_verbose(text, list(cuda_tests.FILES))
     assert per["tests/test_flex.py"]["passed"] == 1 and per["tests/test_flex.py"]["failed"] == 1
     assert per["tests/test_flex.py"]["failures"][0]["test"].endswith("[bidirectional-soft]")
     assert per["tests/test_engine_cuda.py"]["skipped"] == 1
+    assert per["tests/test_engine_cuda.py"]["errors"] == 1  # a collection error
+
+
+def test_test_counts_from_junit_include_collection_errors(tmp_path):
+    xml = tmp_path / "junit.xml"
+    xml.write_text('<testsuites><testsuite name="pytest">'
+                   '<testcase classname="" name="tests.test_engine_cuda"><error message="collection failure"/>'
+                   '</testcase>'
+                   '<testcase classname="tests.test_flex" name="test_a_cuda[x]"><skipped message="no CUDA"/></testcase>'
+                   '<testcase classname="tests.test_flex" name="test_b_cuda"><failure message="bad"/></testcase>'
+                   '<testcase classname="tests.test_flex" name="test_c_cuda"/>'
+                   '</testsuite></testsuites>')
+    per = cuda_tests._from_junit(xml, list(cuda_tests.FILES))
+    flex, eng = per["tests/test_flex.py"], per["tests/test_engine_cuda.py"]
+    assert (flex["passed"], flex["failed"], flex["errors"], flex["skipped"]) == (1, 1, 0, 1)
+    assert flex["failures"] == [{"test": "tests/test_flex.py::test_b_cuda", "message": "bad"}]
+    assert eng["errors"] == 1 and eng["failures"][0]["test"] == "tests/test_engine_cuda.py (collection)"
 
 
 def test_targets_table_judges_measured_values_only():

@@ -22,6 +22,7 @@ FILES = ("tests/test_flex.py", "tests/test_engine_cuda.py")
 SELECT = "cuda"
 OUTCOMES = ("passed", "failed", "errors", "skipped")
 _VERBOSE = re.compile(r"^(tests/\S+?\.py)::(\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)")
+_COLLECT_ERROR = re.compile(r"^ERROR (tests/\S+?\.py)\s*$")
 
 
 def _empty() -> dict:
@@ -31,11 +32,13 @@ def _empty() -> dict:
 def _from_junit(path: Path, files: list[str]) -> dict:
     per = {f: _empty() for f in files}
     for case in ET.parse(path).getroot().iter("testcase"):
-        cls = case.get("classname", "")
-        f = next((f for f in files if cls.replace(".", "/").startswith(f[:-3])), None)
+        # a test: classname "tests.test_flex" (or "tests.test_flex.TestX"); a collection error:
+        # classname "" and name "tests.test_flex"
+        mod = (case.get("classname") or case.get("name") or "").replace(".", "/")
+        f = next((f for f in files if mod == f[:-3] or mod.startswith(f[:-3] + "/")), None)
         if f is None:
             continue
-        name = f"{f}::{case.get('name')}"
+        name = f"{f}::{case.get('name')}" if case.get("classname") else f"{f} (collection)"
         bad = next((c for c in case if c.tag in ("failure", "error")), None)
         if bad is not None:
             key = "failed" if bad.tag == "failure" else "errors"
@@ -58,6 +61,10 @@ def _from_verbose(text: str, files: list[str]) -> dict:
             per[m.group(1)][key[m.group(3)]] += 1
             if key[m.group(3)] in ("failed", "errors"):
                 per[m.group(1)]["failures"].append({"test": f"{m.group(1)}::{m.group(2)}", "message": ""})
+        m = _COLLECT_ERROR.match(line)
+        if m and m.group(1) in per:
+            per[m.group(1)]["errors"] += 1
+            per[m.group(1)]["failures"].append({"test": f"{m.group(1)} (collection)", "message": ""})
     return per
 
 
@@ -69,8 +76,8 @@ def run(repo: Path, timeout_s: float, log=print) -> dict:
         return out | {"per_file": {}, "totals": _empty()}
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "junit.xml"
-        cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-k", SELECT, f"--junitxml={junit}",
-               *files]
+        cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--continue-on-collection-errors",
+               "-k", SELECT, f"--junitxml={junit}", *files]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         t0 = time.perf_counter()
         try:
