@@ -89,9 +89,9 @@ def throughput_tables(tp: dict) -> list[str]:
         eng = a.get("engine")
         if eng:
             timed = [c.get("engine_captures_while_timed") for c in a["batches"].values()]
-            out.append(f"\nEngine: CUDA graphs {eng.get('cuda_graphs')}, counters {eng.get('counters')}, graphs captured "
-                       f"inside timed rounds per batch size {timed}; mask budget {a.get('mask_budget')} tokens/pass "
-                       f"({a.get('mask_budget_arg')}); peak memory allocated "
+            out.append(f"\nEngine: CUDA graphs {eng.get('cuda_graphs')}, counters {eng.get('counters')}, "
+                       f"graphs captured inside timed rounds per batch size {timed}; mask budget "
+                       f"{a.get('mask_budget')} tokens/pass ({a.get('mask_budget_arg')}); peak memory allocated "
                        f"{_fmt(a.get('max_memory_allocated_gib'), ' GiB')}.")
         rep = a.get("replay")
         if rep:
