@@ -11,6 +11,9 @@ instead and ``mode`` says so. On CPU the eager pass is timed with a host clock.
 Ridge: the smallest tokens per pass whose pass costs more than ``RIDGE_FACTOR`` times a
 1-token pass (batch 1, width 1). Below it a pass is memory-bound (more tokens are nearly
 free); the engine's mask budget (target tokens per pass) is set from it.
+
+On CUDA it also measures the device-to-device copy bandwidth; over the weights' bytes that
+gives the batch-1 ceiling of tokens/s (each weight read once per token).
 """
 
 from __future__ import annotations
@@ -102,6 +105,26 @@ def _time_eager(fwd, device, samples: int, reps: int) -> float:
     return statistics.median(times)
 
 
+def copy_bandwidth_gb_s(device, *, gib: float = 2.0, reps: int = 10) -> float:
+    """Device-to-device copy of a ``gib`` GiB buffer of random bytes, (read + written bytes) / time,
+    median of 5 samples of ``reps`` copies (CUDA events): the memory ceiling a 1-token pass faces."""
+    n = int(gib * 2 ** 30)
+    src = torch.randint(0, 256, (n,), dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = []
+    for _ in range(5):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(reps):
+            dst.copy_(src)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000 / reps)
+    del src, dst
+    return 2 * n / statistics.median(times) / 1e9
+
+
 def measure(model, *, batches=(1, 16, 64), max_tokens: int = 512, kv_len: int = 1024, samples: int = 5,
             reps: int = 10, graphs: bool | None = None, deadline: Deadline | None = None, log=print) -> dict:
     """Cost of one pass per (batch, width); see the module docstring. Returns the JSON block."""
@@ -145,8 +168,18 @@ def measure(model, *, batches=(1, 16, 64), max_tokens: int = 512, kv_len: int = 
         del cache, state
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    extra = {}
+    if device.type == "cuda":
+        try:
+            bw = copy_bandwidth_gb_s(device)
+            weight_gb = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e9
+            extra = {"copy_bandwidth_gb_s": bw, "weights_gb": weight_gb,
+                     "batch1_ceiling_tokens_per_s": bw / weight_gb}  # every weight read once per token
+            log(f"device copy {bw:.0f} GB/s; weights {weight_gb:.1f} GB: batch-1 ceiling {bw / weight_gb:.0f} tok/s")
+        except Exception as e:  # noqa: BLE001
+            errors.append({"error": f"copy bandwidth: {type(e).__name__}: {e}"[:500]})
     return {"kv_len": kv_len, "max_tokens": max_tokens, "logits": "all positions", "ridge_factor": RIDGE_FACTOR,
-            "modes": sorted(modes), "points": rows, **ridges(rows), "skipped": skipped, "errors": errors}
+            "modes": sorted(modes), "points": rows, **ridges(rows), **extra, "skipped": skipped, "errors": errors}
 
 
 def ridges(rows: list[dict]) -> dict:

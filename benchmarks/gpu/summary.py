@@ -131,6 +131,10 @@ def roofline_lines(rl: dict) -> list[str]:
         if others:
             text += " (against each batch's own width-1 pass: " + ", ".join(others) + ")"
         out.append(text + ".")
+        if a.get("copy_bandwidth_gb_s"):
+            out.append(f"\nDevice-to-device copy {a['copy_bandwidth_gb_s']:.0f} GB/s (read + written); weights "
+                       f"{a['weights_gb']:.1f} GB: a batch-1 decoder that reads every weight once per token tops "
+                       f"out near {a['batch1_ceiling_tokens_per_s']:.0f} tokens/s.")
     return out
 
 
