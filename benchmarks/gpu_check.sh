@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 args=("$@")
 cpu=0
-for a in "${args[@]}"; do [ "$a" = --cpu ] && cpu=1; done
+for a in ${args[@]+"${args[@]}"}; do [ "$a" = --cpu ] && cpu=1; done
 if [ "${MTPSD_GPU_CHECK_CPU:-0}" = 1 ] && [ $cpu = 0 ]; then cpu=1; args+=(--cpu); fi
 if [ $cpu = 0 ] && compgen -G ".whl/*.whl" > /dev/null; then
     if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl; then
@@ -22,7 +22,7 @@ if [ $cpu = 0 ] && compgen -G ".whl/*.whl" > /dev/null; then
 fi
 export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
-out=$("$PY" -m benchmarks.gpu.check --print-out-dir "${args[@]}") || exit 2
+out=$("$PY" -m benchmarks.gpu.check --print-out-dir ${args[@]+"${args[@]}"}) || exit 2
 mkdir -p "$out"
-"$PY" -m benchmarks.gpu.check "${args[@]}" --out "$out" 2>&1 | tee "$out/gpu_check.log"
+"$PY" -m benchmarks.gpu.check ${args[@]+"${args[@]}"} --out "$out" 2>&1 | tee "$out/gpu_check.log"
 exit "${PIPESTATUS[0]}"

@@ -83,7 +83,7 @@ def run(args) -> int:
     init_s = time.perf_counter() - t0
     common = {"arch": str(args.arch), "params": n_params(model), "dtype": str(dtype), "device": device_name(device),
               "init_s": init_s}
-    log(f"{common['params'] / 1e9:.2f} B parameters, built in {init_s:.1f} s on {common['device']}")
+    log(f"{common['params'] / 1e6:.1f} M parameters, built in {init_s:.1f} s on {common['device']}")
     top = {"provenance": provenance()}
 
     ridge = None
