@@ -116,3 +116,53 @@ def test_prepare_data_metamath_gsm8k_and_failure_keeps_outputs(tmp_path, gsm8k_d
     rc, _ = _prepare(tmp_path, cfg)
     assert rc == 2  # MtpsdError -> exit 2, existing outputs untouched
     assert (d / "train.jsonl").read_text() == before
+
+
+def _magpie_rows(n, tag):
+    return [{"uuid": f"{tag}-{i}", "instruction": f"{tag} task {i}?",
+             "conversations": [{"from": "human", "value": f"{tag} task {i}?"},
+                               {"from": "gpt", "value": f"Answer {i}."}]} for i in range(n)]
+
+
+def test_magpie_local_files_both_datasets_in_order(tmp_path):
+    from mtpsd.data.loaders import load_magpie
+
+    pro = _write_jsonl(tmp_path / "pro.jsonl", _magpie_rows(3, "pro"))
+    reasoning = tmp_path / "reasoning.json"
+    reasoning.write_text(json.dumps(_magpie_rows(2, "reason")), encoding="utf-8")
+    rows = load_magpie([str(pro), str(reasoning)])
+    assert [r["question"] for r in rows] == ["pro task 0?", "pro task 1?", "pro task 2?",
+                                             "reason task 0?", "reason task 1?"]
+    assert rows[0] == {"id": "magpie0-0000000", "question": "pro task 0?", "answer": "Answer 0.",
+                       "seed_id": "pro-0"}
+    assert rows[3]["id"] == "magpie1-0000000"
+
+
+@pytest.mark.parametrize("row,pattern", [
+    ({"instruction": "x"}, r"missing field\(s\) 'conversations'"),
+    ({"conversations": [{"from": "human", "value": "q"}]}, "at least 2 turns"),
+    ({"conversations": [{"from": "human"}, {"from": "gpt", "value": "a"}]}, r"conversations\[0\].*'from' and 'value'"),
+    ({"conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}]}, "human turn answered"),
+    ({"conversations": [{"from": "human", "value": " "}, {"from": "gpt", "value": "a"}]}, "non-empty"),
+])
+def test_magpie_bad_rows_name_file_row_and_field(tmp_path, row, pattern):
+    from mtpsd.data.loaders import load_magpie
+
+    path = _write_jsonl(tmp_path / "m.jsonl", [row])
+    with pytest.raises(MtpsdError, match=pattern) as e:
+        load_magpie([str(path)])
+    assert "m.jsonl" in str(e.value)
+
+
+def test_prepare_data_magpie_source_splits_by_instruction(tmp_path):
+    from mtpsd.config import resolve
+    from mtpsd.data.prepare import build_splits
+
+    pro = _write_jsonl(tmp_path / "pro.jsonl", _magpie_rows(40, "pro"))
+    cfg = resolve({"run_names": ["m"], "runs": {"m": {}},
+                   "data": {"source": "magpie", "magpie_sources": [str(pro)], "test_source": "synthetic",
+                            "validation_fraction": 0.1, "synthetic": {"n_train": 10, "n_validation": 5, "n_test": 5}}},
+                  "m")
+    splits = build_splits(cfg)
+    assert (len(splits["train"]), len(splits["validation"])) == (36, 4)
+    assert {r["question"] for r in splits["train"]}.isdisjoint({r["question"] for r in splits["validation"]})

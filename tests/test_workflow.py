@@ -21,6 +21,8 @@ OVERLAYS = {
     "paper": ["config/paper.yaml"],
     "seeds": ["config/seeds.yaml"],
     "paper-1gpu": ["config/paper.yaml", "config/paper_1gpu.yaml"],
+    "ablations": ["config/ablations.yaml"],
+    "paper-ablations": ["config/paper.yaml", "config/paper_ablations.yaml"],
 }
 
 
@@ -126,3 +128,18 @@ def test_full_dag_runs_end_to_end(tmp_path):
     # a second invocation finds nothing to do
     again = snakemake("-n", "--configfile", "tests/fixtures/ci.yaml", cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
+
+
+@pytest.mark.workflow
+def test_magpie_ablation_trains_on_its_own_data(tmp_path):
+    """A run whose data differs from the global data (the Magpie ablation) gets its own
+    prepared split; the others train on results/data/train.jsonl."""
+    _scratch_copy(tmp_path)
+    proc = snakemake("-n", "-p", "--configfile", "config/paper.yaml", "config/paper_ablations.yaml",
+                     cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "results/runs/l3-magpie-magpie/data/train.jsonl" in out
+    assert "--train results/runs/l3-magpie-magpie/data/train.jsonl" in out
+    assert "--train results/data/train.jsonl" in out
+    assert "results/runs/l3-magpie-gt/data/" not in out

@@ -89,6 +89,22 @@ def model_config_params(wildcards):
 # ---- helpers of train.smk -------------------------------------------------------
 
 
+def run_has_own_data(run):
+    """A run whose `data:` differs from the global one (the Magpie data ablation) trains on
+    its own prepared split, results/runs/{run}/data/; the test split stays the global one."""
+    return RUN_CFG[run].to_dict()["data"] != CFG.to_dict()["data"]
+
+
+OWN_DATA_RUNS = [r for r in TRAINED_RUNS if run_has_own_data(r)]
+
+
+def train_data_file(wildcards):
+    """Training JSONL of a run: its own (OWN_DATA_RUNS) or the global one."""
+    if wildcards.run in OWN_DATA_RUNS:
+        return f"results/runs/{wildcards.run}/data/train.jsonl"
+    return "results/data/train.jsonl"
+
+
 def pretrained_source(wildcards):
     """model.pretrained of the runs whose base model is `wildcards.model`."""
     sources = {

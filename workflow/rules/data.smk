@@ -31,6 +31,38 @@ rule prepare_data:
         """
 
 
+rule prepare_run_data:
+    """A run's own training data when its `data:` differs from the global one (the Magpie
+    data ablation); built like prepare_data from the run's resolved config."""
+    input:
+        cfg=ancient("results/runs/{run}/config.json"),
+    output:
+        train="results/runs/{run}/data/train.jsonl",
+        validation="results/runs/{run}/data/validation.jsonl",
+        test="results/runs/{run}/data/test.jsonl",
+        stats="results/runs/{run}/data/stats.json",
+    log:
+        "results/runs/{run}/logs/prepare_run_data.log",
+    benchmark:
+        "results/runs/{run}/benchmarks/prepare_run_data.tsv"
+    wildcard_constraints:
+        run=names_regex(OWN_DATA_RUNS),
+    conda:
+        "../envs/mtp.yaml"
+    params:
+        sections=stage_params("seed", "data"),
+    shell:
+        r"""
+        mtpsd prepare-data \
+            --config {input.cfg:q} \
+            --train {output.train:q} \
+            --validation {output.validation:q} \
+            --test {output.test:q} \
+            --stats {output.stats:q} \
+            >{log:q} 2>&1
+        """
+
+
 rule pretrain_base:
     """Train the tiny tokenizer and Llama base model from scratch (model.source: scratch)."""
     input:

@@ -47,7 +47,7 @@ rule train_mtp:
     input:
         cfg=ancient("results/runs/{run}/config.json"),
         init="results/runs/{run}/mtp_init",
-        data="results/data/train.jsonl",
+        data=train_data_file,
     output:
         ckpt=directory("results/runs/{run}/checkpoint"),
         metrics="results/runs/{run}/train_metrics.jsonl",

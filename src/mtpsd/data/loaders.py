@@ -109,3 +109,47 @@ def load_gsm8k(path: str | None, split: str) -> list[dict]:
         rows.append({"id": f"gsm8k-{split}-{i:05d}", "question": r["question"].strip(),
                      "answer": r["answer"].strip(), "seed_id": r["question"].strip()})
     return rows
+
+
+# The paper's data ablation (method.md section 4): Magpie-Pro-300K + Magpie-Reasoning-150K.
+MAGPIE_DATASETS = ("Magpie-Align/Magpie-Pro-300K-Filtered", "Magpie-Align/Magpie-Reasoning-150K")
+MAGPIE_FIELDS = ("conversations",)
+
+
+def magpie_to_row(row: dict, index: int, where: str, prefix: str) -> dict:
+    """One Magpie row -> our row: the first user turn is the question and the assistant turn
+    that answers it the answer (``conversations``: ShareGPT turns ``{"from", "value"}``,
+    ``human``/``user`` then ``gpt``/``assistant``). ``seed_id`` is the row's ``uuid`` when it
+    has one (one row per instruction), else the question."""
+    turns = row["conversations"]
+    if not isinstance(turns, list) or len(turns) < 2:
+        raise MtpsdError(f"{where}: field 'conversations' must be a list of at least 2 turns, got {turns!r}")
+    for j, t in enumerate(turns[:2]):
+        if not isinstance(t, dict) or "from" not in t or "value" not in t:
+            raise MtpsdError(f"{where}: conversations[{j}] must be an object with 'from' and 'value', got {t!r}")
+    (user, assistant) = turns[:2]
+    if user["from"] not in ("human", "user") or assistant["from"] not in ("gpt", "assistant"):
+        raise MtpsdError(f"{where}: conversations must start with a human turn answered by a gpt turn, "
+                         f"got {user['from']!r} then {assistant['from']!r}")
+    for j, t in enumerate((user, assistant)):
+        if not isinstance(t["value"], str) or not t["value"].strip():
+            raise MtpsdError(f"{where}: conversations[{j}].value must be a non-empty string")
+    question = user["value"].strip()
+    return {"id": f"{prefix}-{index:07d}", "question": question, "answer": assistant["value"].strip(),
+            "seed_id": str(row.get("uuid") or question)}
+
+
+def load_magpie(sources: list[str] | tuple[str, ...] = MAGPIE_DATASETS) -> list[dict]:
+    """Rows of every Magpie source in order; each source is a hub id (split ``train``) or a
+    local ``.json``/``.jsonl`` file (a path that exists, or ends in ``.json``/``.jsonl``)."""
+    from pathlib import Path
+
+    if not sources:
+        raise MtpsdError("data.magpie_sources: list at least one Magpie dataset (hub id or local file)")
+    rows = []
+    for s, source in enumerate(sources):
+        local = Path(source).exists() or source.endswith((".json", ".jsonl"))
+        raw = read_records(source, MAGPIE_FIELDS) if local else _hub(source, None, "train", MAGPIE_FIELDS)
+        prefix = f"magpie{s}"
+        rows += [magpie_to_row(r, i, f"{source}: row {i + 1}", prefix) for i, r in enumerate(raw)]
+    return rows

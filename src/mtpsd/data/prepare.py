@@ -2,7 +2,9 @@
 
 - ``source: synthetic``: ``synthetic.generate_splits`` (disjoint template instances);
 - ``source: metamathqa``: MetaMathQA, split train/validation by ``original_question``;
-- ``source: gsm8k``: GSM8K train, split train/validation by question.
+- ``source: gsm8k``: GSM8K train, split train/validation by question;
+- ``source: magpie``: the Magpie datasets of ``data.magpie_sources`` (the paper's data
+  ablation), split by instruction (``uuid``).
 
 ``test_source: gsm8k`` takes the GSM8K test split (``data.test_path`` or the hub);
 ``test_source: synthetic`` takes the generator's test split. GSM8K test questions are
@@ -15,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mtpsd.config.base import to_dict
-from mtpsd.data.loaders import load_gsm8k, load_metamathqa
+from mtpsd.data.loaders import load_gsm8k, load_magpie, load_metamathqa
 from mtpsd.data.split import split_by_seed
 from mtpsd.data.synthetic import generate_splits
 from mtpsd.errors import MtpsdError
@@ -34,7 +36,12 @@ def build_splits(cfg) -> dict[str, list[dict]]:
     if data.source == "synthetic":
         train, validation = synth["train"], synth["validation"]
     else:
-        rows = load_metamathqa(data.path) if data.source == "metamathqa" else load_gsm8k(data.path, "train")
+        if data.source == "magpie":
+            rows = load_magpie(data.magpie_sources)
+        elif data.source == "metamathqa":
+            rows = load_metamathqa(data.path)
+        else:
+            rows = load_gsm8k(data.path, "train")
         train, validation = split_by_seed(rows, validation_fraction=data.validation_fraction, seed=seed)
     test = synth["test"] if data.test_source == "synthetic" else load_gsm8k(data.test_path, "test")
     if data.max_train_examples is not None:
