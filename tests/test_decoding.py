@@ -233,3 +233,94 @@ def test_settings_round_trip():
     for bad in ("static-k", "greedy", "confadapt-tau", "static-k0", "confadapt-tau2"):
         with pytest.raises(MtpsdError):
             parse_setting(bad)
+
+
+# ---- BDA: a model trained with bidirectional masks is decoded with them -------------------
+
+
+def test_step_mask_equals_the_naive_bda_mask():
+    from mtpsd.decoding.common import step_attention_mask
+    from mtpsd.decoding.reference import full_mask
+
+    for length, n in [(6, 0), (6, 1), (7, 3), (9, 5)]:
+        got = step_attention_mask(torch.ones((1, length), dtype=torch.bool), length, n)
+        assert torch.equal(got, full_mask(length, n, "cpu")), (length, n)
+    # with a cache: the rows of the last q queries of the full mask
+    got = step_attention_mask(torch.ones((1, 9), dtype=torch.bool), 4, 3)
+    assert torch.equal(got, full_mask(9, 3, "cpu")[:, :, -4:])
+
+
+@pytest.mark.parametrize("strategy,k", [("static", 2), ("static", 4), ("confadapt", 4), ("confadapt", 6)])
+def test_bda_kv_cache_equals_naive_bda(tiny_llama, strategy, k):
+    """Cached BDA decoding == full recomputation with the dense BDA mask, token for token and
+    chunk for chunk (float64)."""
+    m = sharp_llama(tiny_llama)
+    x = torch.tensor([PROMPT])
+    kw = dict(mtp_token_id=MTP, strategy=strategy, k=k, tau=0.6, max_new_tokens=40, stop_token_ids=())
+    got = generate(m, x, attention="bidirectional", **kw)
+    ref = generate_no_cache(m, x, attention="bidirectional", **kw)
+    assert got.tokens == ref.tokens
+    assert got.chunk_sizes == ref.chunk_sizes
+    assert sum(got.chunk_sizes) == 40
+    if k == 2:  # one mask attending to itself: the same as causal
+        causal = generate_no_cache(m, x, attention="causal", **kw)
+        assert (causal.tokens, causal.chunk_sizes) == (ref.tokens, ref.chunk_sizes)
+
+
+def test_bda_mask_changes_only_the_mask_read_outs(tiny_llama):
+    """BDA: the logits of x_t (which sees no mask) are the causal ones; the masks' differ."""
+    from mtpsd.decoding.reference import full_mask
+
+    m = sharp_llama(tiny_llama)
+    seq = torch.tensor([PROMPT + [MTP] * 3])
+    with torch.no_grad():
+        causal = m(input_ids=seq).logits[0]
+        bda = m(input_ids=seq, attention_mask=full_mask(seq.shape[1], 3, "cpu")).logits[0]
+    n = len(PROMPT)
+    assert torch.allclose(causal[:n], bda[:n], atol=1e-12)  # prompt and x_t see no mask either way
+    for j in range(n, n + 3):
+        assert not torch.allclose(causal[j], bda[j]), j
+
+
+def test_checkpoint_attention_is_the_default(tiny_llama):
+    """``config.mtp_attention`` picks the mask when the caller names none (batch too). Seed 1:
+    a model whose Static-4 tokens differ between the masks (the logits always do, above)."""
+    m = sharp_llama(tiny_llama, seed=1)
+    x = torch.tensor([PROMPT])
+    kw = dict(mtp_token_id=MTP, strategy="static", k=4, max_new_tokens=30, stop_token_ids=())
+    causal = generate(m, x, **kw)
+    m.config.mtp_attention = "bidirectional"
+    try:
+        assert generate(m, x, **kw).tokens == generate(m, x, attention="bidirectional", **kw).tokens
+        assert generate(m, x, **kw).tokens != causal.tokens
+        assert generate(m, x, attention="causal", **kw).tokens == causal.tokens
+        batch = generate_batch(m, [PROMPT, PROMPT[:2]], pad_token_id=0, **kw)
+        assert batch[0].tokens == generate(m, x, **kw).tokens
+        m.config.mtp_attention = "sideways"
+        with pytest.raises(MtpsdError, match="mtp_attention='sideways'"):
+            generate(m, x, **kw)
+    finally:
+        del m.config.mtp_attention
+
+
+@pytest.mark.parametrize("strategy,k", [("static", 3), ("confadapt", 5), ("verify", 4)])
+def test_bda_batch_equals_single(tiny_llama, strategy, k):
+    m = sharp_llama(tiny_llama)
+    greedy = hf_greedy(m, PROMPT, 40)
+    seq = PROMPT + greedy
+    model = OracleDrafts(m, seq + [3] * 16) if strategy == "verify" else m
+    prompts = [seq[:5], seq[:2], seq[:9]] + ([] if strategy == "verify" else [[4, 8, 15, 16, 23, 42]])
+    kw = dict(mtp_token_id=MTP, strategy=strategy, k=k, tau=0.6, max_new_tokens=25, stop_token_ids=(seq[14],),
+              attention="bidirectional")
+    batch = generate_batch(model, prompts, pad_token_id=0, **kw)
+    for p, b in zip(prompts, batch):
+        single = generate(model, torch.tensor([p]), **kw)
+        assert b.tokens == single.tokens and b.chunk_sizes == single.chunk_sizes and b.stopped_by == single.stopped_by
+
+
+def test_bda_verify_stays_lossless(tiny_llama):
+    m = tiny_llama()
+    greedy = hf_greedy(m, PROMPT, 30)
+    res = generate(m, torch.tensor([PROMPT]), mtp_token_id=MTP, strategy="verify", k=4, max_new_tokens=30,
+                   stop_token_ids=(), attention="bidirectional")
+    assert res.tokens == greedy

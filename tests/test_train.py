@@ -68,8 +68,22 @@ def test_train_and_resume_exactly(init_and_data):
     m1 = AutoModelForCausalLM.from_pretrained(d_full / "checkpoint")
     m2 = AutoModelForCausalLM.from_pretrained(d / "checkpoint")
     assert m1.config.mtp_token_id == m2.config.mtp_token_id
+    assert m1.config.mtp_attention == "causal"  # decoding reads the training mask from here
     for p1, p2 in zip(m1.parameters(), m2.parameters()):
         assert torch.equal(p1, p2)
+
+
+def test_bda_checkpoint_records_bidirectional_masks(init_and_data):
+    """A BDA-trained checkpoint says so in its config, so the decoders use its mask."""
+    from transformers import AutoModelForCausalLM
+
+    from mtpsd.decoding.common import mtp_attention
+
+    torch.set_num_threads(1)
+    _, d = _run(init_and_data, "bda", _cfg(steps=2, attention="bidirectional"))
+    model = AutoModelForCausalLM.from_pretrained(d / "checkpoint", attn_implementation="sdpa")
+    assert model.config.mtp_attention == "bidirectional"
+    assert mtp_attention(model) == "bidirectional"
 
 
 def test_train_needs_init(tmp_path, init_and_data):

@@ -4,8 +4,9 @@ For N validation examples (fixed seed) we tokenize the training text
 (``mtpsd.data.prompts.encode_example``), cut it at a random point ``c`` inside the answer
 and let the student propose k tokens in one forward pass (method.md sections 1, 6):
 
-    student input  x_{<c} [MTP]*(k-1)        (L = c + k - 1; standard causal mask and
-                                               positions 0..L-1, as at inference)
+    student input  x_{<c} [MTP]*(k-1)        (L = c + k - 1; positions 0..L-1 and the mask
+                                               the student decodes with: causal, or the
+                                               masks both ways for a BDA checkpoint)
     y'_j = argmax P_S(. | read-out j),  j = 1..k   (<MTP> and vocab padding banned)
     conf_j = max P_S(. | read-out j)
     teacher input  x_{<c} y'_1 .. y'_{k-1}
@@ -26,6 +27,7 @@ from tqdm import tqdm
 
 from mtpsd.checkpoint import load_checkpoint, mtp_token_id_of
 from mtpsd.data.prompts import encode_example, encode_prompt
+from mtpsd.decoding.common import mtp_attention, step_attention_mask
 from mtpsd.errors import MtpsdError
 from mtpsd.io import read_jsonl
 from mtpsd.vocab import banned_token_ids, suppress
@@ -38,7 +40,10 @@ def score_prefix(student, teacher, prefix: list[int], *, k: int, mtp_token_id: i
     dev = next(student.parameters()).device
     c = len(prefix)
     x = torch.tensor([prefix + [mtp_token_id] * (k - 1)], device=dev)  # (1, c+k-1)
-    logits = suppress(student(input_ids=x).logits[0, c - 1:].float(), banned)  # (k, V)
+    mask = None
+    if mtp_attention(student) == "bidirectional":
+        mask = step_attention_mask(torch.ones_like(x, dtype=torch.bool), x.shape[1], k - 1)
+    logits = suppress(student(input_ids=x, attention_mask=mask).logits[0, c - 1:].float(), banned)  # (k, V)
     probs = logits.softmax(-1)
     conf, y = probs.max(-1)  # (k,), (k,)
     t_in = torch.tensor([prefix + y[:k - 1].tolist()], device=dev)  # (1, c+k-1)

@@ -14,6 +14,10 @@ cache and turns per-row differences into *holes*:
   positions as in single-sequence decoding);
 - rows that stop are dropped from the batch (``cache.batch_select_indices``).
 
+A model trained with bidirectional masks (BDA, ``config.mtp_attention``) gets a 4D mask
+built from the same 2D one (``common.step_attention_mask``): the ``k-1`` masks at the end
+of every row attend to each other in both directions.
+
 Cost: each pass processes ``B * (max_i len_i + k - 1)`` tokens, and the cache of every
 row grows by ``max_i len_i`` per pass (the longest chunk/draft row), so with
 ConfAdapt the cache (memory, attention cost) can grow up to ``k`` times faster than
@@ -28,8 +32,8 @@ import torch
 from transformers import DynamicCache
 
 from mtpsd.decoding.common import (
-    GenerationResult, StopChecker, accept_count, banned_index, check_args, default_stop_ids, now,
-    sync,
+    GenerationResult, StopChecker, accept_count, banned_index, check_args, default_stop_ids, mtp_attention,
+    now, step_attention_mask, sync,
 )
 
 
@@ -37,7 +41,7 @@ from mtpsd.decoding.common import (
 def generate_batch(model, prompts: list[list[int]], *, mtp_token_id: int | None, strategy: str = "confadapt",
                    k: int = 16, tau: float = 0.9, max_new_tokens: int = 256, stop_token_ids=None,
                    stop_strings=(), tokenizer=None, banned_token_ids=None,
-                   pad_token_id: int = 0) -> list[GenerationResult]:
+                   pad_token_id: int = 0, attention: str | None = None) -> list[GenerationResult]:
     """Decode ``prompts`` (lists of ids, any lengths) together; one result per prompt, in order.
 
     Arguments as in ``mtpsd.decoding.generate``; ``pad_token_id`` fills the holes
@@ -48,6 +52,7 @@ def generate_batch(model, prompts: list[list[int]], *, mtp_token_id: int | None,
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate_batch needs at least one prompt and no empty prompt")
     dev = model.device
+    bda = mtp_attention(model, attention) == "bidirectional"
     banned = banned_index(model, mtp_token_id, tokenizer, banned_token_ids)
     stop_ids = default_stop_ids(model, stop_token_ids)
     verify = strategy == "verify"
@@ -77,7 +82,8 @@ def generate_batch(model, prompts: list[list[int]], *, mtp_token_id: int | None,
         x_t = torch.tensor(x, dtype=torch.long, device=dev)  # (b, L + k-1)
         step_attn_t = torch.tensor(step_attn, dtype=torch.long, device=dev)
         full_attn = torch.cat([attn, step_attn_t], dim=1)  # (b, cache_len + L + k-1)
-        logits = model(input_ids=x_t, attention_mask=full_attn,
+        mask = step_attention_mask(full_attn, x_t.shape[1], k - 1) if bda else full_attn
+        logits = model(input_ids=x_t, attention_mask=mask,
                        position_ids=torch.tensor(step_pos, dtype=torch.long, device=dev),
                        past_key_values=cache, use_cache=True, logits_to_keep=M + k).logits  # (b, M+k, V)
         if k > 1:

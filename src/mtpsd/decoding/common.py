@@ -6,6 +6,12 @@
   every ``j <= n``, and ``n >= 1`` always (the first token is the exact greedy token).
 - stopping: a chunk is cut after the first stop token, after the token that
   completes a stop string, or at the ``max_new_tokens`` budget.
+- attention among the masks: decoded as the model was trained. The checkpoint records
+  its training mask in ``config.mtp_attention`` (``mtpsd train-mtp`` writes it): "causal"
+  (the paper's; a plain causal mask, the 2D padding mask of HF) or "bidirectional" (the
+  BDA ablation: the ``k-1`` masks of one pass attend to each other in both directions;
+  :func:`step_attention_mask` builds the 4D mask, sdpa only). A config without the key
+  (base models, published checkpoints) is causal.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from mtpsd.errors import MtpsdError
 from mtpsd.vocab import banned_token_ids
 
 STRATEGIES = ("static", "confadapt", "verify")
+ATTENTION_MODES = ("causal", "bidirectional")
 
 
 @dataclass
@@ -70,6 +77,44 @@ def check_args(strategy: str, k: int, tau: float, max_new_tokens: int, mtp_token
         raise MtpsdError(f"k={k} needs an <MTP> token: model config has no mtp_token_id")
     if stop_strings and tokenizer is None:
         raise MtpsdError("stop_strings need a tokenizer")
+
+
+def mtp_attention(model, attention: str | None = None) -> str:
+    """The mask mode to decode with: ``attention`` if given, else the checkpoint's
+    ``config.mtp_attention``, else "causal". "bidirectional" needs sdpa (a 4D bool mask)."""
+    mode = attention if attention is not None else getattr(model.config, "mtp_attention", None) or "causal"
+    if mode not in ATTENTION_MODES:
+        raise MtpsdError(f"mtp_attention={mode!r}: choose one of {', '.join(ATTENTION_MODES)}")
+    if mode == "bidirectional":
+        from mtpsd.flex import attn_implementation_of
+
+        impl = attn_implementation_of(model)
+        if impl != "sdpa":
+            raise MtpsdError(f"a model trained with bidirectional masks (BDA) is decoded with a 4D mask: "
+                             f"load it with attn_implementation='sdpa', not {impl!r}")
+    return mode
+
+
+def step_attention_mask(key_valid: torch.Tensor, n_query: int, n_masks: int) -> torch.Tensor:
+    """4D bool mask (B, 1, n_query, kv) of one decoding pass with bidirectional masks (BDA).
+
+    ``key_valid`` (B, kv) marks real keys (cache then this pass; 0 = padding or a hole); the
+    pass's queries are the last ``n_query`` keys, its last ``n_masks`` inputs are ``<MTP>``.
+    A query attends to real keys at or before itself, and a mask query also to every mask
+    of the pass (both directions). Every query also attends to itself, so a padding query
+    (attended by nobody) has a non-empty row and gives no NaN.
+    """
+    B, kv = key_valid.shape
+    dev = key_valid.device
+    q_abs = torch.arange(kv - n_query, kv, device=dev)[:, None]  # (q, 1) key index of each query
+    k_abs = torch.arange(kv, device=dev)[None, :]  # (1, kv)
+    allowed = k_abs <= q_abs  # causal
+    if n_masks > 0:
+        first_mask = kv - n_masks
+        allowed = allowed | ((q_abs >= first_mask) & (k_abs >= first_mask))
+    mask = allowed[None] & key_valid.bool()[:, None, :]  # (B, q, kv)
+    mask = mask | (k_abs == q_abs)[None]
+    return mask[:, None]
 
 
 def default_stop_ids(model, stop_token_ids) -> tuple[int, ...]:

@@ -23,21 +23,24 @@ import torch
 from transformers import DynamicCache
 
 from mtpsd.decoding.common import (
-    GenerationResult, StopChecker, accept_count, banned_index, check_args, default_stop_ids, now,
-    readout, sync,
+    GenerationResult, StopChecker, accept_count, banned_index, check_args, default_stop_ids, mtp_attention,
+    now, readout, step_attention_mask, sync,
 )
 
 
 @torch.no_grad()
 def generate(model, input_ids: torch.Tensor, *, mtp_token_id: int | None, strategy: str = "confadapt",
              k: int = 16, tau: float = 0.9, max_new_tokens: int = 256, stop_token_ids=None,
-             stop_strings=(), tokenizer=None, banned_token_ids=None) -> GenerationResult:
+             stop_strings=(), tokenizer=None, banned_token_ids=None,
+             attention: str | None = None) -> GenerationResult:
     """Decode one prompt ``input_ids`` (1, T) with ``strategy`` (static | confadapt | verify).
 
     ``k``: chunk size for static, ``k_max`` for confadapt, proposal length for verify.
     ``stop_token_ids``: ``None`` = the model's EOS ids; ``stop_strings`` need ``tokenizer``.
     ``banned_token_ids``: ``None`` = ``<MTP>`` and vocabulary padding rows
     (``mtpsd.vocab.banned_token_ids``).
+    ``attention``: mask among the ``<MTP>`` inputs, "causal" or "bidirectional"; ``None`` =
+    the checkpoint's ``config.mtp_attention`` (else causal).
     """
     check_args(strategy, k, tau, max_new_tokens, mtp_token_id, stop_strings, tokenizer)
     if input_ids.dim() != 2 or input_ids.shape[0] != 1:
@@ -49,9 +52,10 @@ def generate(model, input_ids: torch.Tensor, *, mtp_token_id: int | None, strate
     masks = torch.full((1, k - 1), mtp_token_id if k > 1 else 0, dtype=torch.long, device=dev)  # (1, k-1)
     cache = DynamicCache(config=model.config)
     step = _verify_loop if strategy == "verify" else _chunk_loop
+    forward = _Forward(model, cache, k - 1, mtp_attention(model, attention) == "bidirectional")
     sync(dev)
     t0 = now()
-    tokens, chunks, reason, t_first = step(model, input_ids, masks, cache, banned, stop, strategy, k, tau)
+    tokens, chunks, reason, t_first = step(forward, input_ids, masks, cache, banned, stop, strategy, k, tau)
     sync(dev)
     t1 = now()
     return GenerationResult(
@@ -59,6 +63,23 @@ def generate(model, input_ids: torch.Tensor, *, mtp_token_id: int | None, strate
         prefill_time_s=t_first - t0, decode_time_s=t1 - t_first, stopped_by=reason,
         text=stop.text(tokens), prompt_tokens=int(input_ids.shape[1]),
     )
+
+
+class _Forward:
+    """One cached pass; with ``bda`` the pass's trailing ``n_masks`` inputs attend to each
+    other in both directions (4D mask), else HF's own causal mask."""
+
+    def __init__(self, model, cache, n_masks: int, bda: bool):
+        self.model, self.cache, self.n_masks, self.bda = model, cache, n_masks, bda
+
+    def __call__(self, x: torch.Tensor, logits_to_keep: int) -> torch.Tensor:
+        mask = None
+        if self.bda:
+            kv = self.cache.get_seq_length() + x.shape[1]
+            valid = torch.ones((1, kv), dtype=torch.bool, device=x.device)
+            mask = step_attention_mask(valid, x.shape[1], self.n_masks)
+        return self.model(input_ids=x, attention_mask=mask, past_key_values=self.cache, use_cache=True,
+                          logits_to_keep=logits_to_keep).logits[0]
 
 
 class _Emitted:
@@ -83,12 +104,12 @@ class _Emitted:
         return self.tokens, self.chunks, reason, self.t_first
 
 
-def _chunk_loop(model, input_ids, masks, cache, banned, stop, strategy, k, tau):
+def _chunk_loop(forward, input_ids, masks, cache, banned, stop, strategy, k, tau):
     """Static-k / ConfAdapt: feed last chunk + k-1 masks, read k tokens, crop the masks."""
     x = torch.cat([input_ids, masks], dim=1)  # (1, T + k-1)
     out = _Emitted()
     while True:
-        logits = model(input_ids=x, past_key_values=cache, use_cache=True, logits_to_keep=k).logits[0]  # (k, V)
+        logits = forward(x, k)  # (k, V)
         if k > 1:
             cache.crop(-(k - 1))
         ids, host = readout(logits, banned, strategy, tau)  # ids (k,)
@@ -99,7 +120,7 @@ def _chunk_loop(model, input_ids, masks, cache, banned, stop, strategy, k, tau):
         x = torch.cat([ids[:n].view(1, n), masks], dim=1) if k > 1 else ids.view(1, 1)  # (1, n + k-1)
 
 
-def _verify_loop(model, input_ids, masks, cache, banned, stop, strategy, k, tau):
+def _verify_loop(forward, input_ids, masks, cache, banned, stop, strategy, k, tau):
     """Lossless self-verify: feed pending + drafts (real) + masks; keep the greedy-consistent prefix."""
     pending = input_ids  # (1, P) tokens not yet in the cache
     drafts = input_ids[:, :0]  # (1, m)
@@ -108,7 +129,7 @@ def _verify_loop(model, input_ids, masks, cache, banned, stop, strategy, k, tau)
     while True:
         m = drafts.shape[1]
         x = torch.cat([pending, drafts, masks], dim=1)  # (1, P + m + k-1)
-        logits = model(input_ids=x, past_key_values=cache, use_cache=True, logits_to_keep=m + k).logits[0]
+        logits = forward(x, m + k)
         ids, host = readout(logits, banned, "static", 0.0)  # (m + k,): g_1..g_{m+1}, then k-1 proposals
         g = host[0]
         a = 0

@@ -198,6 +198,8 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
         # non-reentrant: works with frozen inputs (embeddings) and FSDP2
         student.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     mtp_id = mtp_token_id_of(student)
+    # every saved checkpoint records its mask among <MTP> inputs: decoding uses the same one
+    student.config.mtp_attention = tc.attention
     eos_id, pad_id = tok.eos_token_id, tok.pad_token_id if tok.pad_token_id is not None else mtp_id
     n_regions = tc.num_regions or default_num_regions(tc.max_length, tc.k_max)
     student.train()
