@@ -33,7 +33,8 @@ def test_columns_match_reference():
     assert PAPER_COLUMNS == paper_cols
     assert RESULT_COLUMNS[: len(paper_cols)] == paper_cols
     assert RESULT_COLUMNS[len(paper_cols):] == ["run", "checkpoint", "step", "setting", "metric_variant",
-                                                "tokens_per_s", "forward_passes", "tokens", "n_docs", "source_file"]
+                                                "tokens_per_s", "forward_passes", "tokens", "n_docs", "source_file",
+                                                "ablation", "ablation_key"]
 
 
 def test_eval_rows_units_and_names():

@@ -20,6 +20,9 @@ tolerance and where it comes from (``Claim.tolerance``, ``Claim.source``):
 4. effk-rises: effective k of ConfAdapt tau=0.9 rises over training: eff_k at the last
    evaluated step > eff_k at the first (the paper: figures 7-8; Spearman over steps reported).
 
+With ablation runs (config/ablations.yaml), an "Ablations" section checks each of the
+paper's ablation claims on them (``mtpsd.ablation_report``).
+
 Every number in ``report.md`` comes from ``numbers.json`` (written here from the CSVs);
 ``numbers.tex`` holds the same numbers as ``\\newcommand`` macros.
 """
@@ -268,6 +271,14 @@ def build_report(summary_dir: str | Path, figures_dir: str | Path, generated_dir
                "`snakemake --cores 2 --configfile config/seeds.yaml paper/report.md`.", ""]
         md += lines + ["", f"Final checkpoint, task `{task}`:", ""]
         md += setting_table(final_rows(task_rows(results, task)), runs) + [""]
+    from mtpsd.ablation_report import report_section
+    from mtpsd.plotting import ABLATION_FIGURE
+
+    abl_png = figures_dir / f"{ABLATION_FIGURE[0]}.png"
+    abl_md, abl_numbers = report_section(results, load_paper_results(), task,
+                                         rel(abl_png) if abl_png.is_file() else None)
+    md += abl_md
+    numbers.update(abl_numbers)
     md += ["## Tables", ""]
     for stem, title in (("table01_strategies", "Every strategy x task (± standard error)"),
                         ("table02_paper_vs_ours", "Paper vs ours")):

@@ -8,7 +8,9 @@ those of ``shared/reference/paper_results.csv`` (:data:`PAPER_COLUMNS`); ours ha
 k=1, ``param`` = k (static, verify) or tau (confadapt), accuracies in percent (the
 paper's ``accuracy_pct``) and ROUGE as a fraction, ``value_se`` in the same units, and
 ``eff_k``/``eff_k_sd`` the measured tokens per forward pass (method.md s. 6). Extra
-columns follow (:data:`EXTRA_COLUMNS`). Task and metric names are the paper's
+columns follow (:data:`EXTRA_COLUMNS`); ``ablation`` and ``ablation_key`` say which of the
+paper's ablations the run's config is and which reference it is compared with
+(``mtpsd.ablations``; empty for results without a config). Task and metric names are the paper's
 (:data:`TASK_NAMES`, :data:`METRICS`): GSM8K and GPQA flexible-extract, AIME25 exact
 match, BBH get-answer exact match and IFEval prompt-level strict accuracy are each
 ``accuracy_pct``, as in ``paper_results.csv``.
@@ -32,13 +34,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from mtpsd.ablations import ablation_key, ablation_of
 from mtpsd.errors import MtpsdError
 from mtpsd.io import read_json, read_jsonl
 
 PAPER_COLUMNS = ["table", "model", "variant", "chat_template", "strategy", "param", "task", "metric",
                  "value", "value_se", "eff_k", "eff_k_sd"]
 EXTRA_COLUMNS = ["run", "checkpoint", "step", "setting", "metric_variant", "tokens_per_s",
-                 "forward_passes", "tokens", "n_docs", "source_file"]
+                 "forward_passes", "tokens", "n_docs", "source_file", "ablation", "ablation_key"]
 RESULT_COLUMNS = PAPER_COLUMNS + EXTRA_COLUMNS
 
 # our task -> the paper's task name
@@ -116,6 +119,8 @@ def eval_rows(result: dict, source_file: str = "") -> list[dict]:
         "setting": result["setting"], "tokens_per_s": _num(stats.get("tokens_per_s")),
         "forward_passes": _num(stats.get("forward_passes")), "tokens": _num(stats.get("tokens")),
         "n_docs": _num(result.get("n_docs")), "source_file": source_file,
+        "ablation": ablation_of(run_cfg) if run_cfg else None,
+        "ablation_key": ablation_key(run_cfg) if run_cfg else None,
     }
     rows = []
     for key, (name, scale) in METRICS.items():

@@ -7,11 +7,12 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from mtpsd.ablations import REFERENCE, ablation_of
 from mtpsd.config import resolve
 from mtpsd.errors import MtpsdError
 from mtpsd.evaluation.plan import evaluation_grid
 from mtpsd.training.launch import train_command_shell, train_num_gpus
-from mtpsd.plotting import FIGURES
+from mtpsd.plotting import ABLATION_FIGURE, FIGURES
 from mtpsd.settings import parse_setting
 from mtpsd.workflow_env import export_source_dir
 
@@ -91,7 +92,8 @@ def model_config_params(wildcards):
 
 def run_has_own_data(run):
     """A run whose `data:` differs from the global one (the Magpie data ablation) trains on
-    its own prepared split, results/runs/{run}/data/; the test split stays the global one."""
+    its own prepared split, results/runs/{run}/data/; the test split stays the global one.
+    """
     return RUN_CFG[run].to_dict()["data"] != CFG.to_dict()["data"]
 
 
@@ -295,11 +297,24 @@ FIGURE_STEMS = {name: stem for name, (stem, _caption) in FIGURES.items()}
 TABLES = ["table01_strategies", "table02_paper_vs_ours"]
 
 
+# Runs that set one of the paper's ablation options (config/ablations.yaml): the report
+# then has an ablation section and figure 11.
+ABLATION_RUNS = [r for r in RUNS if ablation_of(RUN_CFG[r]) != REFERENCE]
+
+
+def ablation_figure_targets():
+    """Figure 11 (PNG + PDF) when the config has ablation runs, else nothing."""
+    if not ABLATION_RUNS:
+        return []
+    return [f"figures/{ABLATION_FIGURE[0]}.{ext}" for ext in ("png", "pdf")]
+
+
 def figure_targets():
     """Every figure (PNG + PDF), table, number file and the report: for rule all."""
     out = [
         f"figures/{s}.{ext}" for s in FIGURE_STEMS.values() for ext in ("png", "pdf")
     ]
+    out += ablation_figure_targets()
     out += [f"paper/generated/{t}.{ext}" for t in TABLES for ext in ("md", "tex")]
     out += [
         "paper/generated/numbers.json",

@@ -194,6 +194,24 @@ rule plot_training:
         "mtpsd plot training --in {input:q} --out {output.png:q} > {log:q} 2>&1"
 
 
+rule plot_ablations:
+    """Figure 11 (configs with ablation runs): accuracy vs effective k, one curve per ablation,
+    beside the paper's ablation rows."""
+    input:
+        "results/summary/results.csv",
+    output:
+        png=f"figures/{ABLATION_FIGURE[0]}.png",
+        pdf=f"figures/{ABLATION_FIGURE[0]}.pdf",
+    log:
+        "results/figures/logs/plot_ablations.log",
+    benchmark:
+        "results/figures/benchmarks/plot_ablations.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot ablations --in {input:q} --out {output.png:q} > {log:q} 2>&1"
+
+
 rule make_tables:
     """Every strategy x task with standard errors, and paper vs ours (Markdown + LaTeX)."""
     input:
@@ -217,6 +235,7 @@ rule make_report:
         train="results/summary/train_metrics.csv",
         cq=expand("results/summary/confidence_quality_{run}.csv", run=RUNS),
         figures=expand("figures/{stem}.png", stem=FIGURE_STEMS.values()),
+        ablations=ablation_figure_targets(),
         tables=expand("paper/generated/{table}.md", table=TABLES),
     output:
         report="paper/report.md",

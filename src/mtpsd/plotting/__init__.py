@@ -25,3 +25,10 @@ FIGURES: dict[str, tuple[str, str]] = {
     "wallclock": ("fig09_wallclock", "Measured wall-clock speedup vs effective k (dashed: ideal)."),
     "training": ("fig10_training", "Training loss and per-position teacher agreement."),
 }
+
+# Drawn only when the config has ablation runs (config/ablations.yaml): not in FIGURES, so
+# the default DAG and report keep their ten figures.
+ABLATION_FIGURE: tuple[str, str] = (
+    "fig11_ablations", "Accuracy vs effective k per ablation (ours: reference in black; dashed: "
+    "ConfAdapt from Static k=1, solid: Static k; dotted: step 0). Right: the paper's "
+    "L3.1-8B-Magpie GSM8K ablation rows.")

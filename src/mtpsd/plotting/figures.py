@@ -22,8 +22,8 @@ def _need(inp: str | None, name: str) -> Path:
 def make_figure(name: str, inp: str | None = None, *, task: str | None = None, row: int | None = None,
                 checkpoint: str = "final", paper: bool = True) -> Figure:
     """Read ``inp`` as figure ``name`` expects and return the drawn Figure."""
-    if name not in FIGURES:
-        raise MtpsdError(f"unknown figure {name!r}; choose one of {', '.join(FIGURES)}")
+    if name not in FIGURES and name != "ablations":
+        raise MtpsdError(f"unknown figure {name!r}; choose one of {', '.join(FIGURES)}, ablations")
     if name in ("layout", "mask-offsets", "mask-k"):
         from mtpsd.plotting import layout_figs
 
@@ -47,6 +47,10 @@ def make_figure(name: str, inp: str | None = None, *, task: str | None = None, r
         return plot_training(read_train_metrics(path))
     results = read_results(path)
     task = choose_task(results, task)
+    if name == "ablations":
+        from mtpsd.plotting.ablations import plot_ablations
+
+        return plot_ablations(results, task, load_paper_results() if paper else None)
     if name == "pareto":
         from mtpsd.plotting.pareto import plot_pareto
 
