@@ -250,3 +250,26 @@ def test_smollm2_engine_equals_reference(smollm2_gguf, gsm8k_dir):
         for p, g in zip(prompts, got):
             ref = generate_cached(model, torch.tensor([p]), mtp_token_id=mtp, **kw)
             assert g.tokens == ref.tokens and g.chunk_sizes == ref.chunk_sizes, (strategy, k)
+
+
+def test_decode_file_uses_the_engine(tmp_path):
+    """``mtpsd decode`` (runner.decode_file) writes what the reference decoder produces."""
+    from mtpsd.checkpoint import load_checkpoint
+    from mtpsd.data.prompts import encode_prompt
+    from mtpsd.decoding.runner import decode_file
+    from mtpsd.io import atomic_write_jsonl, read_jsonl
+    from tests.conftest import make_train_dir
+
+    root = make_train_dir(tmp_path, n_train=6)
+    rows = read_jsonl(root / "train.jsonl")[:3]
+    atomic_write_jsonl(tmp_path / "prompts.jsonl", rows)
+    summary = decode_file(root / "mtp_init", tmp_path / "prompts.jsonl", tmp_path / "out.jsonl", strategy="confadapt",
+                          k=3, tau=0.0, max_new_tokens=6, chat_template=False)
+    out = read_jsonl(tmp_path / "out.jsonl")
+    model, tok = load_checkpoint(root / "mtp_init")
+    for row, got in zip(rows, out):
+        ids = torch.tensor([encode_prompt(tok, row["question"], chat_template=False)])
+        ref = generate_cached(model, ids, mtp_token_id=model.config.mtp_token_id, strategy="confadapt", k=3, tau=0.0,
+                              max_new_tokens=6, stop_token_ids=(tok.eos_token_id,), tokenizer=tok)
+        assert got["tokens"] == ref.tokens and got["chunk_sizes"] == ref.chunk_sizes
+    assert summary["n_generations"] == 3 and summary["eff_k_mean"] > 1

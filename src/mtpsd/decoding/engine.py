@@ -371,13 +371,22 @@ class DecodeEngine:
         return logits.argmax(-1)[None]
 
 
-def engine_for(model, mtp_token_id: int | None, *, batch: int, seq_len: int) -> DecodeEngine:
-    """The engine kept on ``model`` for the default decoding path (created or enlarged on demand)."""
-    eng = model.__dict__.get("_mtpsd_engine")
-    if (eng is None or eng.mtp_token_id != mtp_token_id or eng.max_batch_size < batch
+def engine_for(model, mtp_token_id: int | None, *, batch: int, seq_len: int, holder=None,
+               **engine_kwargs) -> DecodeEngine:
+    """The engine kept on ``holder`` (default: the model) for ``batch`` rows of ``seq_len`` slots.
+
+    Created on first use and replaced by a larger one when a request needs more rows or
+    slots (rows grow to powers of two, slots to multiples of 1024, so this is rare);
+    ``engine_kwargs`` (``cuda_graphs``, ``mask_budget``, ...) go to ``DecodeEngine``.
+    """
+    holder = model if holder is None else holder
+    eng = holder.__dict__.get("_mtpsd_engine")
+    if (eng is None or eng.model is not model or eng.mtp_token_id != mtp_token_id or eng.max_batch_size < batch
             or eng.max_seq_len < seq_len or eng.device != torch.device(model.device)):
-        old = (eng.max_batch_size, eng.max_seq_len) if eng is not None else (1, 0)
+        old = (eng.max_batch_size, eng.max_seq_len) if eng is not None and eng.model is model else (1, 0)
+        eng = None  # free the old buffers before allocating the new ones
+        holder.__dict__.pop("_mtpsd_engine", None)
         eng = DecodeEngine(model, mtp_token_id=mtp_token_id, max_batch_size=max(_pow2(batch), old[0]),
-                           max_seq_len=max(_round_up(seq_len, 1024), old[1]), k_max=1 << 30)
-        model.__dict__["_mtpsd_engine"] = eng
+                           max_seq_len=max(_round_up(seq_len, 1024), old[1]), k_max=1 << 30, **engine_kwargs)
+        holder.__dict__["_mtpsd_engine"] = eng
     return eng
