@@ -360,10 +360,10 @@ class DecodeEngine:
         slot = lens[:, None] + j  # (B, W)
         cache.write_index = torch.where(real, slot, cache.dump_slot)[:, None, :, None]  # (B, 1, W, 1)
         cache.kv_len = kv
-        s = torch.arange(kv, device=ids.device)
-        mask = torch.where(real[..., None], s <= slot[..., None], s == 0)[:, None]  # (B, 1, W, kv)
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=torch.where(real, slot, 0),
-                            past_key_values=cache, use_cache=True, logits_to_keep=K).logits  # (B, K, V)
+        pos = torch.where(real, slot, 0)  # (B, W); padding: position 0, attends slot 0 only
+        mask = (torch.arange(kv, device=ids.device) <= pos[..., None])[:, None]  # (B, 1, W, kv)
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                            use_cache=True, logits_to_keep=K).logits  # (B, K, V)
         logits = logits + self._bias
         if conf:
             probs, top = logits.float().softmax(-1).max(-1)  # (B, K)
