@@ -273,3 +273,14 @@ def test_decode_file_uses_the_engine(tmp_path):
                               max_new_tokens=6, stop_token_ids=(tok.eos_token_id,), tokenizer=tok)
         assert got["tokens"] == ref.tokens and got["chunk_sizes"] == ref.chunk_sizes
     assert summary["n_generations"] == 3 and summary["eff_k_mean"] > 1
+
+
+def test_sliding_window_models_are_refused():
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    cfg = Qwen3Config(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16, use_sliding_window=True, sliding_window=8,
+                      max_window_layers=1)
+    assert "sliding_attention" in cfg.layer_types
+    with pytest.raises(MtpsdError, match="full-attention"):
+        DecodeEngine(Qwen3ForCausalLM(cfg), mtp_token_id=MTP)

@@ -43,6 +43,7 @@ drafts; verify stays lossless.
 
 from __future__ import annotations
 
+import operator
 import warnings
 from dataclasses import dataclass, field
 
@@ -121,6 +122,9 @@ class DecodeEngine:
         self.pad_shapes = self.cuda_graphs if pad_shapes is None else bool(pad_shapes)
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.num_layers = int(cfg.num_hidden_layers)
+        other = sorted(set(getattr(cfg, "layer_types", None) or ["full_attention"]) - {"full_attention"})
+        if other:  # the engine's mask is full causal attention; a sliding window would be silently ignored
+            raise MtpsdError(f"DecodeEngine supports full-attention decoders only; this model has {other} layers")
         head = model.get_output_embeddings().weight
         self._bias = torch.zeros(head.shape[0], dtype=head.dtype, device=self.device)  # 0 / -inf: banned ids
         self._tau = torch.zeros((), dtype=torch.float32, device=self.device)
@@ -248,9 +252,13 @@ class DecodeEngine:
 
     @staticmethod
     def _checked(n, n_cand: int) -> int:
-        if not isinstance(n, int) or not 1 <= n <= n_cand:
+        try:
+            count = operator.index(n)
+        except TypeError:
+            count = 0
+        if not 1 <= count <= n_cand:
             raise MtpsdError(f"accept_fn returned {n!r}: must be an integer in 1..{n_cand}")
-        return n
+        return count
 
     @staticmethod
     def _result(r: _Row, reason: str, t0: float, t_first: float, batch: int) -> GenerationResult:
