@@ -16,8 +16,9 @@ One pass, row ``b`` (``len_b`` = the slots its cache holds, all real tokens):
   ``n_b`` tokens, right-aligned in a row of fixed width ``W`` (left columns are padding);
 - real column ``j`` (``0 <= j < n_b``) is written at slot ``len_b + j`` and has position
   id ``len_b + j`` (position == slot: no holes ever); it attends slots ``<= len_b + j``
-  (a 4D bool mask, ``attn_implementation="sdpa"``). Padding columns are written to a dump
-  slot no query attends, and attend slot 0 only (so they stay finite);
+  (a 4D additive 0 / -inf mask in the model's dtype, which sdpa and eager attention both
+  honour). Padding columns are written to a dump slot no query attends, and attend slot 0
+  only (so they stay finite);
 - the read-out takes the last ``masks + 1`` columns (verify: ``m_b + masks + 1``), so
   ``logits_to_keep`` is one number for all rows;
 - after the pass ``len_b += (tokens of the input that are now part of the text)``:
@@ -128,6 +129,8 @@ class DecodeEngine:
         head = model.get_output_embeddings().weight
         self._bias = torch.zeros(head.shape[0], dtype=head.dtype, device=self.device)  # 0 / -inf: banned ids
         self._tau = torch.zeros((), dtype=torch.float32, device=self.device)
+        self._zero = torch.zeros((), dtype=head.dtype, device=self.device)  # additive mask values
+        self._neg_inf = torch.full((), float("-inf"), dtype=head.dtype, device=self.device)
         self._cache: RowCache | None = None
         self._graphs: dict[tuple, _Graph] = {}
         self._pool = None
@@ -202,13 +205,12 @@ class DecodeEngine:
             if self.pad_shapes:
                 kv = min(_round_up(kv, self.kv_bucket), self._cache.slots)
             pad = self.mtp_token_id or 0
-            ids = [[pad] * W for _ in range(n_phys)]
-            meta = [[0] * n_phys, [0] * n_phys]
+            rows_in = [[pad] * (W + 2) for _ in range(n_phys)]  # per row: W ids, len_b, n_b
             for r in active:
                 s = seqs[r.phys]
-                ids[r.phys][W - len(s):] = s
-                meta[0][r.phys], meta[1][r.phys] = r.cache_len, len(s)
-            out = self._run(ids, meta, kv, K, conf, eager=prefill or not self.cuda_graphs).tolist()  # (1|2, B, K)
+                rows_in[r.phys][W - len(s):] = s + [r.cache_len, len(s)]
+            dense = n_phys == len(active) and all(len(q) == W for q in seqs.values())  # no padding column
+            out = self._run(rows_in, kv, K, conf, eager=prefill or not self.cuda_graphs, dense=dense).tolist()
             prefill = False
             if t_first is None:
                 t_first = now()
@@ -312,27 +314,31 @@ class DecodeEngine:
         return target
 
     # ---- one pass ------------------------------------------------------------------------
-    def _run(self, ids: list[list[int]], meta: list[list[int]], kv: int, K: int, conf: bool,
-             eager: bool) -> torch.Tensor:
+    def _run(self, rows_in: list[list[int]], kv: int, K: int, conf: bool, eager: bool,
+             dense: bool = False) -> torch.Tensor:
+        """One pass over ``rows_in`` (B rows of W ids, then len_b, n_b): eager, or the captured
+        graph of its shape (captured on first use)."""
         self.counters["passes"] += 1
-        ids_t = torch.tensor(ids, dtype=torch.long)
-        meta_t = torch.tensor(meta, dtype=torch.long)
+        host = torch.tensor(rows_in, dtype=torch.long)  # (B, W + 2)
         if eager:
             self.counters["eager_passes"] += 1
-            return self._pass(ids_t.to(self.device), meta_t.to(self.device), kv, K, conf)
-        key = (*ids_t.shape, kv, K, conf)
+            x = host.to(self.device)
+            return self._pass(x[:, :-2], x[:, -2:].t(), kv, K, conf, dense)
+        key = (host.shape[0], host.shape[1] - 2, kv, K, conf)
         g = self._graphs.get(key)
         if g is None:
+            x = host.to(self.device)
+            ids, meta = x[:, :-2].contiguous(), x[:, -2:].t().contiguous()  # the graph's static inputs
             try:
-                g = self._graphs[key] = self._capture(ids_t.to(self.device), meta_t.to(self.device), kv, K, conf)
+                g = self._graphs[key] = self._capture(ids, meta, kv, K, conf)
             except RuntimeError as e:  # a model whose forward cannot be captured: stay correct, go eager
                 warnings.warn(f"CUDA graph capture failed ({e}); this engine decodes eagerly from now on")
                 self.cuda_graphs = False
                 self.counters["eager_passes"] += 1
-                return self._pass(ids_t.to(self.device), meta_t.to(self.device), kv, K, conf)
+                return self._pass(ids, meta, kv, K, conf)
         else:
-            g.ids.copy_(ids_t, non_blocking=True)
-            g.meta.copy_(meta_t, non_blocking=True)
+            g.ids.copy_(host[:, :-2], non_blocking=True)
+            g.meta.copy_(host[:, -2:].t(), non_blocking=True)
         g.graph.replay()
         self.counters["graph_replays"] += 1
         return g.out
@@ -356,23 +362,32 @@ class DecodeEngine:
         self.counters["graph_captures"] += 1
         return _Graph(graph, ids, meta, out)
 
-    def _pass(self, ids: torch.Tensor, meta: torch.Tensor, kv: int, K: int, conf: bool) -> torch.Tensor:
+    def _pass(self, ids: torch.Tensor, meta: torch.Tensor, kv: int, K: int, conf: bool,
+              dense: bool = False) -> torch.Tensor:
         """Forward ``ids`` (B, W) with ``meta`` = (len_b, n_b) per row; return the read-out of the
         last ``K`` columns: ``(1, B, K)`` argmax ids, or for ConfAdapt ``(2, B, K)`` ids and
-        ``max softmax > tau`` flags. Shapes depend only on (B, W, kv, K): capturable."""
+        ``max softmax > tau`` flags. Shapes depend only on (B, W, kv, K): capturable.
+        ``dense``: every column is real (``n_b == W``), which skips the padding arithmetic."""
         B, W = ids.shape
         cache = self._cache
         lens, n = meta[0], meta[1]
-        j = torch.arange(W, device=ids.device) - (W - n)[:, None]  # (B, W): index among real tokens
-        real = j >= 0
-        slot = lens[:, None] + j  # (B, W)
-        cache.write_index = torch.where(real, slot, cache.dump_slot)[:, None, :, None]  # (B, 1, W, 1)
         cache.kv_len = kv
-        pos = torch.where(real, slot, 0)  # (B, W); padding: position 0, attends slot 0 only
-        mask = (torch.arange(kv, device=ids.device) <= pos[..., None])[:, None]  # (B, 1, W, kv)
+        if dense:
+            pos = lens[:, None] + torch.arange(W, device=ids.device)  # (B, W)
+            cache.write_index = pos[:, None, :, None]
+        else:
+            j = torch.arange(W, device=ids.device) - (W - n)[:, None]  # (B, W): index among real tokens
+            real = j >= 0
+            slot = lens[:, None] + j  # (B, W)
+            cache.write_index = torch.where(real, slot, cache.dump_slot)[:, None, :, None]  # (B, 1, W, 1)
+            pos = torch.where(real, slot, 0)  # (B, W); padding: position 0, attends slot 0 only
+        allowed = torch.arange(kv, device=ids.device) <= pos[..., None]  # (B, W, kv)
+        # additive 0 / -inf mask in the model's dtype: sdpa uses it as is (a bool mask is converted
+        # in every layer), and it is also right for eager attention (a bool mask is not)
+        mask = torch.where(allowed, self._zero, self._neg_inf)[:, None]  # (B, 1, W, kv)
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
                             use_cache=True, logits_to_keep=K).logits  # (B, K, V)
-        logits = logits + self._bias
+        logits = logits.add_(self._bias)  # -inf at banned ids
         if conf:
             probs, top = logits.float().softmax(-1).max(-1)  # (B, K)
             return torch.stack([top, (probs > self._tau).long()])
