@@ -284,3 +284,12 @@ def test_sliding_window_models_are_refused():
     assert "sliding_attention" in cfg.layer_types
     with pytest.raises(MtpsdError, match="full-attention"):
         DecodeEngine(Qwen3ForCausalLM(cfg), mtp_token_id=MTP)
+
+
+@pytest.mark.parametrize("strategy,k,tau", [("static", 3, 0.0), ("confadapt", 6, 0.2)])
+def test_eager_attention_model(strategy, k, tau):
+    """The additive 0 / -inf mask is honoured by eager attention too (a bool mask would not be)."""
+    model = make_tiny_llama(seed=0, attn_implementation="eager")
+    with torch.no_grad():
+        model.lm_head.weight.mul_(25.0)
+    check_equal(model, strategy, k, tau, pad=True)
