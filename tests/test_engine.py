@@ -293,3 +293,36 @@ def test_eager_attention_model(strategy, k, tau):
     with torch.no_grad():
         model.lm_head.weight.mul_(25.0)
     check_equal(model, strategy, k, tau, pad=True)
+
+
+def test_engine_attention_packs_grouped_heads(monkeypatch):
+    """engine_sdpa == sdpa with repeated K/V (3 query heads per kv head, per-row mask), and the
+    engine uses it for its passes only."""
+    import types
+
+    import torch.nn.functional as F
+
+    from mtpsd.decoding import attention
+
+    g = torch.Generator().manual_seed(0)
+    B, Hkv, r, W, S, D = 2, 2, 3, 5, 11, 8
+    q = torch.randn(B, Hkv * r, W, D, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(B, Hkv, S, D, generator=g, dtype=torch.float64) for _ in range(2))
+    allowed = torch.rand(B, W, S, generator=g) < 0.6
+    allowed[..., 0] = True
+    zero, ninf = torch.tensor(0.0, dtype=torch.float64), torch.tensor(float("-inf"), dtype=torch.float64)
+    plain = torch.where(allowed, zero, ninf)[:, None]
+    want = F.scaled_dot_product_attention(q, k.repeat_interleave(r, 1), v.repeat_interleave(r, 1), attn_mask=plain)
+    for mask in (plain, attention.packed_mask(allowed, r, zero, ninf)):
+        got, _ = attention.engine_sdpa(None, q, k, v, mask, scaling=None)
+        torch.testing.assert_close(got, want.transpose(1, 2), rtol=0, atol=1e-12)
+
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(attention, "F", types.SimpleNamespace(
+        scaled_dot_product_attention=lambda *a, **kw: calls.append(a[0].shape) or real(*a, **kw)))
+    model = make_model("qwen3")  # 4 heads, 2 kv heads
+    DecodeEngine(model, mtp_token_id=MTP).generate([[1, 2, 3]], strategy="static", k=2, max_new_tokens=4,
+                                                   stop_token_ids=())
+    assert calls and all(s[1] == 2 for s in calls)  # ran on the kv heads
+    assert model.config._attn_implementation == "sdpa"  # restored after every pass

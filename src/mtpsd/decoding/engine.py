@@ -16,9 +16,10 @@ One pass, row ``b`` (``len_b`` = the slots its cache holds, all real tokens):
   ``n_b`` tokens, right-aligned in a row of fixed width ``W`` (left columns are padding);
 - real column ``j`` (``0 <= j < n_b``) is written at slot ``len_b + j`` and has position
   id ``len_b + j`` (position == slot: no holes ever); it attends slots ``<= len_b + j``
-  (a 4D additive 0 / -inf mask in the model's dtype, which sdpa and eager attention both
-  honour). Padding columns are written to a dump slot no query attends, and attend slot 0
-  only (so they stay finite);
+  (a 4D additive 0 / -inf mask in the model's dtype, read by the engine's own sdpa
+  attention, ``attention.engine_sdpa``, selected for the engine's passes only: grouped-query
+  heads are packed instead of repeating K/V). Padding columns are written to a dump slot
+  no query attends, and attend slot 0 only (so they stay finite);
 - the read-out takes the last ``masks + 1`` columns (verify: ``m_b + masks + 1``), so
   ``logits_to_keep`` is one number for all rows;
 - after the pass ``len_b += (tokens of the input that are now part of the text)``:
@@ -50,6 +51,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mtpsd.decoding.attention import ENGINE_ATTENTION, packed_mask
 from mtpsd.decoding.common import (
     GenerationResult, StopChecker, accept_count, banned_index, check_args, default_stop_ids, now, sync,
 )
@@ -123,6 +125,9 @@ class DecodeEngine:
         self.pad_shapes = self.cuda_graphs if pad_shapes is None else bool(pad_shapes)
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.num_layers = int(cfg.num_hidden_layers)
+        heads = int(cfg.num_attention_heads)
+        self._n_rep = heads // int(getattr(cfg, "num_key_value_heads", None) or heads)
+        self._attn_config = model.config
         other = sorted(set(getattr(cfg, "layer_types", None) or ["full_attention"]) - {"full_attention"})
         if other:  # the engine's mask is full causal attention; a sliding window would be silently ignored
             raise MtpsdError(f"DecodeEngine supports full-attention decoders only; this model has {other} layers")
@@ -382,11 +387,17 @@ class DecodeEngine:
             cache.write_index = torch.where(real, slot, cache.dump_slot)[:, None, :, None]  # (B, 1, W, 1)
             pos = torch.where(real, slot, 0)  # (B, W); padding: position 0, attends slot 0 only
         allowed = torch.arange(kv, device=ids.device) <= pos[..., None]  # (B, W, kv)
-        # additive 0 / -inf mask in the model's dtype: sdpa uses it as is (a bool mask is converted
-        # in every layer), and it is also right for eager attention (a bool mask is not)
-        mask = torch.where(allowed, self._zero, self._neg_inf)[:, None]  # (B, 1, W, kv)
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                            use_cache=True, logits_to_keep=K).logits  # (B, K, V)
+        # additive 0 / -inf mask in the model's dtype, rows repeated for the grouped query heads
+        # (attention.engine_sdpa packs them into the query axis: no K/V copy)
+        mask = packed_mask(allowed, self._n_rep, self._zero, self._neg_inf)  # (B, 1, n_rep * W, kv)
+        cfg = self._attn_config
+        before = cfg._attn_implementation
+        cfg._attn_implementation = ENGINE_ATTENTION  # for this forward only
+        try:
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                                use_cache=True, logits_to_keep=K).logits  # (B, K, V)
+        finally:
+            cfg._attn_implementation = before
         logits = logits.add_(self._bias)  # -inf at banned ids
         if conf:
             probs, top = logits.float().softmax(-1).max(-1)  # (B, K)
