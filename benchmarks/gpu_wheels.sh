@@ -7,11 +7,12 @@
 # CPython 3.12 on manylinux x86_64. Their other requirements are already there, new enough
 # (GPU machine, 2026-11: huggingface_hub 1.33.0 >= 1.31, safetensors 0.8.0, numpy, packaging,
 # pyyaml, regex >= 2025.10.22 (transformers 5.17 requires the same), typer, tqdm), so
-# --no-deps; the Requires-Dist lines are printed below for a re-check. About 17 MB.
+# --no-deps; the Requires-Dist lines are printed below for a re-check. Also torchao==0.18.0 (the
+# one-GPU training recipe's 8-bit AdamW, benchmarks/train_segment.py; no dependencies). About 21 MB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-PINS=(transformers==5.23.0 tokenizers==0.23.3)
+PINS=(transformers==5.23.0 tokenizers==0.23.3 torchao==0.18.0)
 mkdir -p .whl
 rm -f .whl/*.whl
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

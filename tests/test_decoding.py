@@ -1,5 +1,6 @@
 """MTP decoding (method.md section 6): KV cache == no cache, k=1 / verify == HF greedy,
-batch == single, stops, banned ids. Tiny random Llama in float64."""
+batch == single, stops, banned ids. Tiny random Llama in float64. The equalities run on
+the default path (the engine) and on the ``DynamicCache`` reference decoders."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import pytest
 import torch
 
 from mtpsd.decoding import generate, generate_batch
+from mtpsd.decoding.batch import generate_batch_cached
 from mtpsd.decoding.reference import generate_no_cache
+from mtpsd.decoding.single import generate_cached
 from mtpsd.errors import MtpsdError
 from mtpsd.settings import format_setting, parse_setting
 
 V, MTP = 64, 63
 PROMPT = [1, 5, 7, 9, 11]
+DECODERS = {"engine": (generate, generate_batch), "cached": (generate_cached, generate_batch_cached)}
 
 
 @pytest.fixture(autouse=True)
@@ -79,13 +83,14 @@ class OracleDrafts(WrappedLM):
         return out
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("strategy,k", [("static", 1), ("static", 2), ("static", 4), ("confadapt", 4),
                                         ("confadapt", 6)])
-def test_kv_cache_equals_no_cache(tiny_llama, strategy, k):
+def test_kv_cache_equals_no_cache(tiny_llama, strategy, k, decoder):
     m = sharp_llama(tiny_llama)
     x = torch.tensor([PROMPT])
     kw = dict(mtp_token_id=MTP, strategy=strategy, k=k, tau=0.6, max_new_tokens=40, stop_token_ids=())
-    got, ref = generate(m, x, **kw), generate_no_cache(m, x, **kw)
+    got, ref = DECODERS[decoder][0](m, x, **kw), generate_no_cache(m, x, **kw)
     assert got.tokens == ref.tokens
     assert got.chunk_sizes == ref.chunk_sizes
     assert sum(got.chunk_sizes) == len(got.tokens) == 40 and got.forward_passes == len(got.chunk_sizes)
@@ -95,32 +100,37 @@ def test_kv_cache_equals_no_cache(tiny_llama, strategy, k):
         assert set(got.chunk_sizes[:-1]) == {k}
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_static_k1_and_verify_equal_hf_greedy(tiny_llama, seed):
+def test_static_k1_and_verify_equal_hf_greedy(tiny_llama, seed, decoder):
     m = tiny_llama(seed=seed)
     greedy = hf_greedy(m, PROMPT, 30)
-    assert generate(m, torch.tensor([PROMPT]), mtp_token_id=MTP, strategy="static", k=1, max_new_tokens=30,
-                    stop_token_ids=()).tokens == greedy
+    gen = DECODERS[decoder][0]
+    assert gen(m, torch.tensor([PROMPT]), mtp_token_id=MTP, strategy="static", k=1, max_new_tokens=30,
+               stop_token_ids=()).tokens == greedy
     for k in (2, 3, 5):
-        res = generate(m, torch.tensor([PROMPT]), mtp_token_id=MTP, strategy="verify", k=k, max_new_tokens=30,
+        res = gen(m, torch.tensor([PROMPT]), mtp_token_id=MTP, strategy="verify", k=k, max_new_tokens=30,
                        stop_token_ids=())
         assert res.tokens == greedy, k
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("k", [2, 4, 6])
-def test_verify_with_good_drafts_is_lossless_and_fast(tiny_llama, k):
+def test_verify_with_good_drafts_is_lossless_and_fast(tiny_llama, k, decoder):
     m = tiny_llama()
     greedy = hf_greedy(m, PROMPT, 40)
     oracle = OracleDrafts(m, PROMPT + greedy + [3] * 16)
-    res = generate(oracle, torch.tensor([PROMPT]), mtp_token_id=MTP, strategy="verify", k=k, max_new_tokens=40,
+    res = DECODERS[decoder][0](oracle, torch.tensor([PROMPT]), mtp_token_id=MTP, strategy="verify", k=k, max_new_tokens=40,
                    stop_token_ids=())
     assert res.tokens == greedy
     assert max(res.chunk_sizes) == k and min(res.chunk_sizes[:-1]) < k  # full and partial acceptance
     assert res.forward_passes < 40
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("strategy,k", [("static", 1), ("static", 3), ("confadapt", 5), ("verify", 4)])
-def test_batch_equals_single(tiny_llama, strategy, k):
+def test_batch_equals_single(tiny_llama, strategy, k, decoder):
+    generate, generate_batch = DECODERS[decoder]
     m = sharp_llama(tiny_llama)
     greedy = hf_greedy(m, PROMPT, 40)
     seq = PROMPT + greedy
@@ -190,8 +200,10 @@ class Boost(WrappedLM):
         return out
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("strategy,k", [("static", 3), ("confadapt", 4), ("verify", 3)])
-def test_mtp_and_padding_rows_never_emitted(tiny_llama, strategy, k):
+def test_mtp_and_padding_rows_never_emitted(tiny_llama, strategy, k, decoder):
+    generate, generate_batch = DECODERS[decoder]
     banned = [60, 61, 62, MTP]  # CharTok has 60 ids: rows 60..62 are vocabulary padding
     model = Boost(tiny_llama(), banned)
     kw = dict(mtp_token_id=MTP, strategy=strategy, k=k, tau=0.5, max_new_tokens=20, stop_token_ids=())

@@ -1,10 +1,13 @@
 """lm-eval model ``mtpsd``: HFLM whose generation goes through ``mtpsd.decoding``.
 
 Only ``_model_generate`` is overridden: lm-eval's ``generate_until`` still encodes,
-left-pads, batches, decodes and cuts the text at the ``until`` strings; our decoder
-gets the prompt ids, the ``until`` strings (as stop strings) and the ``max_gen_toks``
-budget, and stops at EOS. Log-likelihood requests are inherited unchanged (they are
-NTP scores: real tokens never see ``<MTP>``).
+left-pads, batches, decodes and cuts the text at the ``until`` strings; every batch goes
+through one ``mtpsd.decoding.engine.DecodeEngine`` kept per MTPLM (static KV cache,
+per-row positions, CUDA graphs on GPU), which gets the prompt ids (padding removed),
+the ``until`` strings (as stop strings) and the ``max_gen_toks`` budget, and stops at EOS.
+``mask_budget`` (tokens per pass, ConfAdapt/verify) is passed to the engine.
+Log-likelihood requests are inherited unchanged (they are NTP scores: real tokens
+never see ``<MTP>``).
 
     lm_eval --model mtpsd --model_args pretrained=DIR,strategy=confadapt,k=16,tau=0.9 ...
     # (lm_eval must import mtpsd.lm_eval_adapter first, e.g. via --include_path or python)
@@ -23,8 +26,8 @@ import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from mtpsd.decoding import GenerationResult, generate, generate_batch
-from mtpsd.decoding.common import check_args
+from mtpsd.decoding.common import GenerationResult, check_args
+from mtpsd.decoding.engine import engine_for
 from mtpsd.decoding.stats import pooled_stats
 from mtpsd.errors import MtpsdError
 from mtpsd.vocab import end_token_ids
@@ -35,9 +38,11 @@ class MTPLM(HFLM):
     """HFLM decoding with Static-k, ConfAdapt or lossless verify (greedy only)."""
 
     def __init__(self, pretrained, strategy: str = "confadapt", k: int = 16, tau: float = 0.9,
-                 max_gen_toks: int = 256, mtp_token_id: int | None = None, **kwargs):
+                 max_gen_toks: int = 256, mtp_token_id: int | None = None, mask_budget: int | None = None,
+                 **kwargs):
         super().__init__(pretrained=pretrained, **kwargs)
         self.strategy, self.k, self.tau = str(strategy), int(k), float(tau)
+        self.mask_budget = None if mask_budget in (None, "", "None") else int(mask_budget)
         self._max_gen_toks = int(max_gen_toks)
         if mtp_token_id is None:
             mtp_token_id = getattr(self.model.config, "mtp_token_id", None)
@@ -68,14 +73,10 @@ class MTPLM(HFLM):
         B, T = context.shape
         max_new = max_length - T
         rows = context.tolist() if attn is None else [r[m.bool()].tolist() for r, m in zip(context, attn)]
-        kw = dict(mtp_token_id=self.mtp_token_id, strategy=self.strategy, k=self.k, tau=self.tau,
-                  max_new_tokens=max_new, stop_token_ids=self._stop_ids(), stop_strings=tuple(stop),
-                  tokenizer=self.tokenizer)
-        if B == 1:
-            results = [generate(self.model, torch.tensor(rows, device=self.model.device), **kw)]
-        else:
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
-            results = generate_batch(self.model, rows, pad_token_id=pad, **kw)
+        engine = engine_for(self.model, self.mtp_token_id, batch=B, seq_len=T + max_new + 2 * self.k, holder=self,
+                            mask_budget=self.mask_budget)
+        results = engine.generate(rows, strategy=self.strategy, k=self.k, tau=self.tau, max_new_tokens=max_new,
+                                  stop_token_ids=self._stop_ids(), stop_strings=tuple(stop), tokenizer=self.tokenizer)
         self.results.extend(results)
         fill = self.eot_token_id if self.eot_token_id is not None else 0
         out = torch.full((B, T + max_new), fill, dtype=torch.long, device=context.device)
@@ -92,4 +93,5 @@ class MTPLM(HFLM):
         """Pooled decoding statistics over all generations since construction / ``reset_stats``
         (``mtpsd.decoding.stats.pooled_stats`` plus the setting)."""
         tau = self.tau if self.strategy == "confadapt" else None
-        return {"strategy": self.strategy, "k": self.k, "tau": tau, **pooled_stats(self.results)}
+        return {"strategy": self.strategy, "k": self.k, "tau": tau, "mask_budget": self.mask_budget,
+                **pooled_stats(self.results)}

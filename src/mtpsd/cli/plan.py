@@ -23,21 +23,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    import json
-
-    from mtpsd.config import deep_merge, read_yaml
-    from mtpsd.config.base import ConfigError
+    from mtpsd.config import merge_sources
     from mtpsd.evaluation.plan import CPU, collect_figures, plan, render, resolve_runs
     from mtpsd.io import atomic_write_text
 
-    raw: dict = {}
-    for path in args.config:
-        raw = deep_merge(raw, read_yaml(path))
-    if args.json:
-        try:
-            raw = deep_merge(raw, json.loads(args.json))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--json: not valid JSON ({e})") from None
+    raw = merge_sources(args.config, args.json)
     figures = collect_figures(args.bench_dir, gpu=args.gpu)
     device = args.gpu or CPU
     text = render(plan(resolve_runs(raw), figures, device=device), device=device, figures=figures)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 
-from mtpsd.config import deep_merge, read_yaml, resolve
-from mtpsd.config.base import ConfigError
+from mtpsd.config import merge_sources, resolve
 from mtpsd.io import atomic_write_json, provenance
 
 
@@ -23,14 +22,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    raw: dict = {}
-    for path in args.config:
-        raw = deep_merge(raw, read_yaml(path))
-    if args.json:
-        try:
-            raw = deep_merge(raw, json.loads(args.json))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--json: not valid JSON ({e})") from None
+    raw = merge_sources(args.config, args.json)
     cfg = resolve(raw, args.run)
     out = cfg.to_dict()
     if args.out == "-":

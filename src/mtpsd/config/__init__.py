@@ -31,7 +31,7 @@ from mtpsd.published import apply_published_defaults, check_checkpoint_source
 __all__ = [
     "Config", "ConfigError", "DataConfig", "DecodeConfig", "EvalConfig", "ModelConfig",
     "PretrainConfig", "SyntheticConfig", "TinyModelConfig", "TrainConfig",
-    "deep_merge", "load_config", "read_yaml", "resolve", "load_resolved",
+    "deep_merge", "load_config", "merge_sources", "read_yaml", "resolve", "load_resolved",
 ]
 
 
@@ -115,12 +115,23 @@ def resolve(raw: dict, run: str | None = None) -> Config:
     return cfg
 
 
-def load_config(paths: list[str | Path], run: str | None = None) -> Config:
-    """Read YAML files (later ones overlay earlier ones) and resolve."""
+def merge_sources(paths: list[str | Path], json_text: str | None = None) -> dict:
+    """YAML files (later ones overlay earlier ones), then a merged config as a JSON string on
+    top (what Snakemake passes the CLIs), as one raw dict (not yet resolved)."""
     raw: dict = {}
     for p in paths:
         raw = deep_merge(raw, read_yaml(p))
-    return resolve(raw, run)
+    if json_text:
+        try:
+            raw = deep_merge(raw, json.loads(json_text))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--json: not valid JSON ({e})") from None
+    return raw
+
+
+def load_config(paths: list[str | Path], run: str | None = None) -> Config:
+    """Read YAML files (later ones overlay earlier ones) and resolve."""
+    return resolve(merge_sources(paths), run)
 
 
 def load_resolved(path: str | Path) -> Config:

@@ -1,4 +1,7 @@
-"""Batched MTP decoding with per-row chunk sizes (method.md section 6).
+"""Reference batched decoder with a shared ``DynamicCache`` and holes (method.md section 6).
+
+The default path is ``mtpsd.decoding.engine`` (per-row write positions, no holes);
+``generate_batch_cached`` stays as a reference the engine is tested against.
 
 Every row may accept a different number of tokens per pass, but a ``DynamicCache``
 can only be cropped for all rows at once. The scheme used here keeps one shared
@@ -21,7 +24,7 @@ of every row attend to each other in both directions.
 Cost: each pass processes ``B * (max_i len_i + k - 1)`` tokens, and the cache of every
 row grows by ``max_i len_i`` per pass (the longest chunk/draft row), so with
 ConfAdapt the cache (memory, attention cost) can grow up to ``k`` times faster than
-a row's own tokens. Outputs equal per-prompt ``generate`` up to floating-point
+a row's own tokens. Outputs equal per-prompt ``generate_cached`` up to floating-point
 rounding (exact in float64 on the tests' models); use batch size 1 for the
 paper's speed numbers.
 """
@@ -38,7 +41,7 @@ from mtpsd.decoding.common import (
 
 
 @torch.no_grad()
-def generate_batch(model, prompts: list[list[int]], *, mtp_token_id: int | None, strategy: str = "confadapt",
+def generate_batch_cached(model, prompts: list[list[int]], *, mtp_token_id: int | None, strategy: str = "confadapt",
                    k: int = 16, tau: float = 0.9, max_new_tokens: int = 256, stop_token_ids=None,
                    stop_strings=(), tokenizer=None, banned_token_ids=None,
                    pad_token_id: int = 0, attention: str | None = None) -> list[GenerationResult]:

@@ -2,7 +2,8 @@
 
 Output: ``out`` (JSONL, one row per prompt: id, question, prompt, text, tokens,
 chunk_sizes, token_strs (each token decoded alone, for figure 1), per-generation stats) and ``<out stem>.summary.json`` next to it
-(pooled statistics, ``mtpsd.decoding.stats``, and provenance).
+(pooled statistics, ``mtpsd.decoding.stats``, and provenance). Decoding runs on one
+``DecodeEngine`` (batch 1, so per-generation times are single-request latencies).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from mtpsd.checkpoint import load_checkpoint
-from mtpsd.decoding.single import generate
+from mtpsd.decoding.engine import DecodeEngine
 from mtpsd.decoding.stats import pooled_stats
 from mtpsd.errors import MtpsdError
 from mtpsd.io import atomic_write_json, atomic_write_jsonl, provenance, read_jsonl
@@ -44,13 +45,17 @@ def decode_file(checkpoint: str | Path, prompts: str | Path, out: str | Path, *,
     model, tok = load_checkpoint(checkpoint, dtype=dtype, device=device)
     mtp = getattr(model.config, "mtp_token_id", None)
     stop_ids = end_token_ids(model, tok)
+    questions = [_question(row, prompts, i) for i, row in enumerate(rows)]
+    encoded = [encode_prompt(tok, q, chat_template=chat_template) for q in questions]
+    longest = max((len(e) for e in encoded), default=0)
+    engine = DecodeEngine(model, mtp_token_id=mtp, max_batch_size=1, k_max=max(k, 1),
+                          max_seq_len=max(longest + max_new_tokens + 2 * k, 1))
     out_rows, results = [], []
     for i, row in enumerate(tqdm(rows, desc=f"decode {strategy} k={k}", unit="prompt")):
-        question = _question(row, prompts, i)
+        question = questions[i]
         text = format_prompt(tok, question, chat_template=chat_template)
-        ids = torch.tensor([encode_prompt(tok, question, chat_template=chat_template)])
-        res = generate(model, ids.to(model.device), mtp_token_id=mtp, strategy=strategy, k=k, tau=tau,
-                       max_new_tokens=max_new_tokens, stop_token_ids=stop_ids or None, tokenizer=tok)
+        res = engine.generate([encoded[i]], strategy=strategy, k=k, tau=tau, max_new_tokens=max_new_tokens,
+                              stop_token_ids=stop_ids or None, tokenizer=tok)[0]
         results.append(res)
         out_rows.append({"id": row.get("id", i), "question": question, "prompt": text,
                          **res.to_dict(), "token_strs": [tok.decode([t]) for t in res.tokens]})

@@ -1,4 +1,7 @@
-"""One sequence, KV cache: Static-k, ConfAdapt and lossless self-verify (method.md section 6).
+"""Reference decoder, one sequence with a ``DynamicCache``: Static-k, ConfAdapt, verify (method.md section 6).
+
+The default path is ``mtpsd.decoding.engine`` (static cache, fixed shapes);
+``generate_cached`` stays as the simple reference the engine is tested against.
 
 Read-out. With the prefix ``x_{<=t}`` in the cache, one forward pass on
 ``[x_t, <MTP>*(k-1)]`` (plain causal mask, positions continuing) gives logits
@@ -29,7 +32,7 @@ from mtpsd.decoding.common import (
 
 
 @torch.no_grad()
-def generate(model, input_ids: torch.Tensor, *, mtp_token_id: int | None, strategy: str = "confadapt",
+def generate_cached(model, input_ids: torch.Tensor, *, mtp_token_id: int | None, strategy: str = "confadapt",
              k: int = 16, tau: float = 0.9, max_new_tokens: int = 256, stop_token_ids=None,
              stop_strings=(), tokenizer=None, banned_token_ids=None,
              attention: str | None = None) -> GenerationResult:
