@@ -262,14 +262,16 @@ def test_step_mask_equals_the_naive_bda_mask():
     assert torch.equal(got, full_mask(9, 3, "cpu")[:, :, -4:])
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("strategy,k", [("static", 2), ("static", 4), ("confadapt", 4), ("confadapt", 6)])
-def test_bda_kv_cache_equals_naive_bda(tiny_llama, strategy, k):
-    """Cached BDA decoding == full recomputation with the dense BDA mask, token for token and
-    chunk for chunk (float64)."""
+def test_bda_kv_cache_equals_naive_bda(tiny_llama, decoder, strategy, k):
+    """Cached BDA decoding (engine and DynamicCache decoder) == full recomputation with the
+    dense BDA mask, token for token and chunk for chunk (float64)."""
+    gen, _ = DECODERS[decoder]
     m = sharp_llama(tiny_llama)
     x = torch.tensor([PROMPT])
     kw = dict(mtp_token_id=MTP, strategy=strategy, k=k, tau=0.6, max_new_tokens=40, stop_token_ids=())
-    got = generate(m, x, attention="bidirectional", **kw)
+    got = gen(m, x, attention="bidirectional", **kw)
     ref = generate_no_cache(m, x, attention="bidirectional", **kw)
     assert got.tokens == ref.tokens
     assert got.chunk_sizes == ref.chunk_sizes
@@ -294,9 +296,11 @@ def test_bda_mask_changes_only_the_mask_read_outs(tiny_llama):
         assert not torch.allclose(causal[j], bda[j]), j
 
 
-def test_checkpoint_attention_is_the_default(tiny_llama):
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_checkpoint_attention_is_the_default(tiny_llama, decoder):
     """``config.mtp_attention`` picks the mask when the caller names none (batch too). Seed 1:
     a model whose Static-4 tokens differ between the masks (the logits always do, above)."""
+    generate, generate_batch = DECODERS[decoder]
     m = sharp_llama(tiny_llama, seed=1)
     x = torch.tensor([PROMPT])
     kw = dict(mtp_token_id=MTP, strategy="static", k=4, max_new_tokens=30, stop_token_ids=())
@@ -315,8 +319,10 @@ def test_checkpoint_attention_is_the_default(tiny_llama):
         del m.config.mtp_attention
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("strategy,k", [("static", 3), ("confadapt", 5), ("verify", 4)])
-def test_bda_batch_equals_single(tiny_llama, strategy, k):
+def test_bda_batch_equals_single(tiny_llama, decoder, strategy, k):
+    generate, generate_batch = DECODERS[decoder]
     m = sharp_llama(tiny_llama)
     greedy = hf_greedy(m, PROMPT, 40)
     seq = PROMPT + greedy
@@ -330,7 +336,9 @@ def test_bda_batch_equals_single(tiny_llama, strategy, k):
         assert b.tokens == single.tokens and b.chunk_sizes == single.chunk_sizes and b.stopped_by == single.stopped_by
 
 
-def test_bda_verify_stays_lossless(tiny_llama):
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_bda_verify_stays_lossless(tiny_llama, decoder):
+    generate, _ = DECODERS[decoder]
     m = tiny_llama()
     greedy = hf_greedy(m, PROMPT, 30)
     res = generate(m, torch.tensor([PROMPT]), mtp_token_id=MTP, strategy="verify", k=4, max_new_tokens=30,

@@ -326,3 +326,34 @@ def test_engine_attention_packs_grouped_heads(monkeypatch):
                                                    stop_token_ids=())
     assert calls and all(s[1] == 2 for s in calls)  # ran on the kv heads
     assert model.config._attn_implementation == "sdpa"  # restored after every pass
+
+
+@pytest.mark.parametrize("pad", [False, True], ids=["exact", "padded"])
+@pytest.mark.parametrize("strategy,k,tau", [("static", 4, 0.0), ("confadapt", 6, 0.5), ("verify", 4, 0.0)])
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_bda_engine_equals_reference(arch, strategy, k, tau, pad):
+    """A BDA-trained model (config.mtp_attention = bidirectional): the engine, batched and alone,
+    padded or not, equals the DynamicCache decoder with the same mask (itself pinned to the
+    naive dense-mask decoder in test_decoding), and the mask changes what is decoded."""
+    model = make_model(arch, seed=1)
+    causal = [reference(model, p, strategy=strategy, k=k, tau=tau, max_new_tokens=N_NEW, stop_token_ids=())
+              for p in PROMPTS]
+    model.config.mtp_attention = "bidirectional"
+    eng, refs = check_equal(model, strategy, k, tau, pad=pad)
+    assert eng.attention == "bidirectional"
+    if strategy == "verify":  # lossless either way
+        assert [r.tokens for r in refs[:len(PROMPTS)]] == [c.tokens for c in causal]
+    else:
+        assert [(r.tokens, r.chunk_sizes) for r in refs[:len(PROMPTS)]] != [(c.tokens, c.chunk_sizes) for c in causal]
+
+
+def test_engine_for_follows_the_attention_mode():
+    from mtpsd.decoding.engine import engine_for
+
+    model = make_model("llama")
+    a = engine_for(model, MTP, batch=1, seq_len=64)
+    assert a.attention == "causal" and engine_for(model, MTP, batch=1, seq_len=64) is a
+    b = engine_for(model, MTP, batch=1, seq_len=64, attention="bidirectional")
+    assert b is not a and b.attention == "bidirectional"
+    model.config.mtp_attention = "bidirectional"
+    assert engine_for(model, MTP, batch=1, seq_len=64) is b

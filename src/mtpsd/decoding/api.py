@@ -17,25 +17,28 @@ from mtpsd.decoding.engine import engine_for
 
 def generate(model, input_ids: torch.Tensor, *, mtp_token_id: int | None, strategy: str = "confadapt",
              k: int = 16, tau: float = 0.9, max_new_tokens: int = 256, stop_token_ids=None,
-             stop_strings=(), tokenizer=None, banned_token_ids=None) -> GenerationResult:
+             stop_strings=(), tokenizer=None, banned_token_ids=None, attention: str | None = None) -> GenerationResult:
     """Decode one prompt ``input_ids`` (1, T) with ``strategy`` (static | confadapt | verify).
 
     ``k``: chunk size for static, ``k_max`` for confadapt, proposal length for verify.
     ``stop_token_ids``: ``None`` = the model's EOS ids; ``stop_strings`` need ``tokenizer``.
     ``banned_token_ids``: ``None`` = ``<MTP>`` and vocabulary padding rows
     (``mtpsd.vocab.banned_token_ids``).
+    ``attention``: mask among the ``<MTP>`` inputs, "causal" or "bidirectional" (a BDA-trained
+    model); ``None`` = the checkpoint's ``config.mtp_attention`` (else causal).
     """
     if input_ids.dim() != 2 or input_ids.shape[0] != 1:
         raise ValueError(f"input_ids must have shape (1, T), got {tuple(input_ids.shape)}")
     return generate_batch(model, [input_ids[0].tolist()], mtp_token_id=mtp_token_id, strategy=strategy, k=k,
                           tau=tau, max_new_tokens=max_new_tokens, stop_token_ids=stop_token_ids,
-                          stop_strings=stop_strings, tokenizer=tokenizer, banned_token_ids=banned_token_ids)[0]
+                          stop_strings=stop_strings, tokenizer=tokenizer, banned_token_ids=banned_token_ids,
+                          attention=attention)[0]
 
 
 def generate_batch(model, prompts: list[list[int]], *, mtp_token_id: int | None, strategy: str = "confadapt",
                    k: int = 16, tau: float = 0.9, max_new_tokens: int = 256, stop_token_ids=None,
                    stop_strings=(), tokenizer=None, banned_token_ids=None,
-                   pad_token_id: int | None = None) -> list[GenerationResult]:
+                   pad_token_id: int | None = None, attention: str | None = None) -> list[GenerationResult]:
     """Decode ``prompts`` (lists of ids, any lengths) together; one result per prompt, in order.
 
     Arguments as in ``generate``; ``pad_token_id`` is accepted for compatibility and unused
@@ -44,7 +47,7 @@ def generate_batch(model, prompts: list[list[int]], *, mtp_token_id: int | None,
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate_batch needs at least one prompt and no empty prompt")
     seq_len = max(len(p) for p in prompts) + max(int(max_new_tokens), 1) + 2 * max(int(k), 1)
-    eng = engine_for(model, mtp_token_id, batch=len(prompts), seq_len=seq_len)
+    eng = engine_for(model, mtp_token_id, batch=len(prompts), seq_len=seq_len, attention=attention)
     return eng.generate(prompts, strategy=strategy, k=k, tau=tau, max_new_tokens=max_new_tokens,
                         stop_token_ids=stop_token_ids, stop_strings=stop_strings, tokenizer=tokenizer,
                         banned_token_ids=banned_token_ids)

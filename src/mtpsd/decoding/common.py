@@ -79,13 +79,14 @@ def check_args(strategy: str, k: int, tau: float, max_new_tokens: int, mtp_token
         raise MtpsdError("stop_strings need a tokenizer")
 
 
-def mtp_attention(model, attention: str | None = None) -> str:
+def mtp_attention(model, attention: str | None = None, *, check_implementation: bool = True) -> str:
     """The mask mode to decode with: ``attention`` if given, else the checkpoint's
-    ``config.mtp_attention``, else "causal". "bidirectional" needs sdpa (a 4D bool mask)."""
+    ``config.mtp_attention``, else "causal". "bidirectional" needs sdpa (a 4D bool mask) in
+    the ``DynamicCache`` decoders (``check_implementation``; the engine runs its own sdpa)."""
     mode = attention if attention is not None else getattr(model.config, "mtp_attention", None) or "causal"
     if mode not in ATTENTION_MODES:
         raise MtpsdError(f"mtp_attention={mode!r}: choose one of {', '.join(ATTENTION_MODES)}")
-    if mode == "bidirectional":
+    if mode == "bidirectional" and check_implementation:
         from mtpsd.flex import attn_implementation_of
 
         impl = attn_implementation_of(model)

@@ -20,6 +20,10 @@ One pass, row ``b`` (``len_b`` = the slots its cache holds, all real tokens):
   attention, ``attention.engine_sdpa``, selected for the engine's passes only: grouped-query
   heads are packed instead of repeating K/V). Padding columns are written to a dump slot
   no query attends, and attend slot 0 only (so they stay finite);
+- bidirectional masks (a BDA-trained model, ``config.mtp_attention``; ``attention``): the
+  last ``masks`` columns (every row's ``<MTP>`` inputs: rows are right-aligned and share
+  ``masks``) also attend the slots of their row's other masks, later ones included, so
+  the masks of one pass attend to each other in both directions, as in training;
 - the read-out takes the last ``masks + 1`` columns (verify: ``m_b + masks + 1``), so
   ``logits_to_keep`` is one number for all rows;
 - after the pass ``len_b += (tokens of the input that are now part of the text)``:
@@ -53,7 +57,8 @@ import torch
 
 from mtpsd.decoding.attention import ENGINE_ATTENTION, packed_mask
 from mtpsd.decoding.common import (
-    GenerationResult, StopChecker, accept_count, banned_index, check_args, default_stop_ids, now, sync,
+    GenerationResult, StopChecker, accept_count, banned_index, check_args, default_stop_ids, mtp_attention, now,
+    sync,
 )
 from mtpsd.decoding.kv_cache import RowCache
 from mtpsd.errors import MtpsdError
@@ -100,15 +105,20 @@ class DecodeEngine:
     ``k_max``: the largest ``k`` accepted; ``cuda_graphs``: ``None`` = on for CUDA models;
     ``pad_shapes``: ``None`` = as ``cuda_graphs`` (padding also works eagerly, for tests);
     ``mask_budget``: tokens per pass for ConfAdapt/verify (``None`` = off);
-    ``kv_bucket``: padded attended KV lengths are multiples of this.
+    ``kv_bucket``: padded attended KV lengths are multiples of this;
+    ``attention``: mask among the ``<MTP>`` inputs, "causal" or "bidirectional" (BDA);
+    ``None`` = the model's ``config.mtp_attention`` (else causal).
     With CUDA graphs the buffers are allocated once at full size on first use; eagerly
     they grow with the largest request seen. Reuse one engine across calls.
     """
 
     def __init__(self, model, *, mtp_token_id: int | None, max_batch_size: int = 64, max_seq_len: int = 2048,
                  k_max: int = 16, cuda_graphs: bool | None = None, mask_budget: int | None = None,
-                 pad_shapes: bool | None = None, kv_bucket: int = 256):
+                 pad_shapes: bool | None = None, kv_bucket: int = 256, attention: str | None = None):
         self.model = model
+        # the engine runs its own sdpa (attention.engine_sdpa) whatever the model's implementation
+        self.attention = mtp_attention(model, attention, check_implementation=False)
+        self._bda = self.attention == "bidirectional"
         self.device = torch.device(model.device)
         self.mtp_token_id = None if mtp_token_id is None else int(mtp_token_id)
         for name, v in (("max_batch_size", max_batch_size), ("max_seq_len", max_seq_len), ("k_max", k_max),
@@ -215,7 +225,9 @@ class DecodeEngine:
                 s = seqs[r.phys]
                 rows_in[r.phys][W - len(s):] = s + [r.cache_len, len(s)]
             dense = n_phys == len(active) and all(len(q) == W for q in seqs.values())  # no padding column
-            out = self._run(rows_in, kv, K, conf, eager=prefill or not self.cuda_graphs, dense=dense).tolist()
+            bda = masks if self._bda else 0
+            out = self._run(rows_in, kv, K, conf, eager=prefill or not self.cuda_graphs, dense=dense,
+                            bda=bda).tolist()
             prefill = False
             if t_first is None:
                 t_first = now()
@@ -320,27 +332,28 @@ class DecodeEngine:
 
     # ---- one pass ------------------------------------------------------------------------
     def _run(self, rows_in: list[list[int]], kv: int, K: int, conf: bool, eager: bool,
-             dense: bool = False) -> torch.Tensor:
+             dense: bool = False, bda: int = 0) -> torch.Tensor:
         """One pass over ``rows_in`` (B rows of W ids, then len_b, n_b): eager, or the captured
-        graph of its shape (captured on first use)."""
+        graph of its shape (captured on first use). ``bda``: the trailing mask columns that
+        attend to each other both ways (0 = causal)."""
         self.counters["passes"] += 1
         host = torch.tensor(rows_in, dtype=torch.long)  # (B, W + 2)
         if eager:
             self.counters["eager_passes"] += 1
             x = host.to(self.device)
-            return self._pass(x[:, :-2], x[:, -2:].t(), kv, K, conf, dense)
-        key = (host.shape[0], host.shape[1] - 2, kv, K, conf)
+            return self._pass(x[:, :-2], x[:, -2:].t(), kv, K, conf, dense, bda)
+        key = (host.shape[0], host.shape[1] - 2, kv, K, conf, bda)
         g = self._graphs.get(key)
         if g is None:
             x = host.to(self.device)
             ids, meta = x[:, :-2].contiguous(), x[:, -2:].t().contiguous()  # the graph's static inputs
             try:
-                g = self._graphs[key] = self._capture(ids, meta, kv, K, conf)
+                g = self._graphs[key] = self._capture(ids, meta, kv, K, conf, bda)
             except RuntimeError as e:  # a model whose forward cannot be captured: stay correct, go eager
                 warnings.warn(f"CUDA graph capture failed ({e}); this engine decodes eagerly from now on")
                 self.cuda_graphs = False
                 self.counters["eager_passes"] += 1
-                return self._pass(ids, meta, kv, K, conf)
+                return self._pass(ids, meta, kv, K, conf, bda=bda)
         else:
             g.ids.copy_(host[:, :-2], non_blocking=True)
             g.meta.copy_(host[:, -2:].t(), non_blocking=True)
@@ -348,7 +361,7 @@ class DecodeEngine:
         self.counters["graph_replays"] += 1
         return g.out
 
-    def _capture(self, ids: torch.Tensor, meta: torch.Tensor, kv: int, K: int, conf: bool) -> _Graph:
+    def _capture(self, ids: torch.Tensor, meta: torch.Tensor, kv: int, K: int, conf: bool, bda: int = 0) -> _Graph:
         """Capture ``_pass`` on these static inputs. The warm-up runs compute the very pass
         (cache writes are idempotent). Graphs share one memory pool: they replay one at a
         time, their outputs are read right after replay, and everything that must survive
@@ -357,22 +370,23 @@ class DecodeEngine:
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
             for _ in range(2):
-                self._pass(ids, meta, kv, K, conf)
+                self._pass(ids, meta, kv, K, conf, bda=bda)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
-            out = self._pass(ids, meta, kv, K, conf)
+            out = self._pass(ids, meta, kv, K, conf, bda=bda)
         self.counters["graph_captures"] += 1
         return _Graph(graph, ids, meta, out)
 
     def _pass(self, ids: torch.Tensor, meta: torch.Tensor, kv: int, K: int, conf: bool,
-              dense: bool = False) -> torch.Tensor:
+              dense: bool = False, bda: int = 0) -> torch.Tensor:
         """Forward ``ids`` (B, W) with ``meta`` = (len_b, n_b) per row; return the read-out of the
         last ``K`` columns: ``(1, B, K)`` argmax ids, or for ConfAdapt ``(2, B, K)`` ids and
         ``max softmax > tau`` flags. Shapes depend only on (B, W, kv, K): capturable.
-        ``dense``: every column is real (``n_b == W``), which skips the padding arithmetic."""
+        ``dense``: every column is real (``n_b == W``), which skips the padding arithmetic.
+        ``bda``: the last ``bda`` columns (every row's masks) attend each other's slots too."""
         B, W = ids.shape
         cache = self._cache
         lens, n = meta[0], meta[1]
@@ -386,7 +400,13 @@ class DecodeEngine:
             slot = lens[:, None] + j  # (B, W)
             cache.write_index = torch.where(real, slot, cache.dump_slot)[:, None, :, None]  # (B, 1, W, 1)
             pos = torch.where(real, slot, 0)  # (B, W); padding: position 0, attends slot 0 only
-        allowed = torch.arange(kv, device=ids.device) <= pos[..., None]  # (B, W, kv)
+        slots = torch.arange(kv, device=ids.device)
+        allowed = slots <= pos[..., None]  # (B, W, kv)
+        if bda:
+            end = lens + n  # (B,) one past the row's last slot of this pass
+            mask_keys = (slots >= (end - bda)[:, None]) & (slots < end[:, None])  # (B, kv): the row's masks
+            mask_queries = torch.arange(W, device=ids.device) >= W - bda  # (W,)
+            allowed = allowed | (mask_queries[None, :, None] & mask_keys[:, None, :])
         # additive 0 / -inf mask in the model's dtype, rows repeated for the grouped query heads
         # (attention.engine_sdpa packs them into the query axis: no K/V copy)
         mask = packed_mask(allowed, self._n_rep, self._zero, self._neg_inf)  # (B, 1, n_rep * W, kv)
@@ -406,21 +426,24 @@ class DecodeEngine:
 
 
 def engine_for(model, mtp_token_id: int | None, *, batch: int, seq_len: int, holder=None,
-               **engine_kwargs) -> DecodeEngine:
+               attention: str | None = None, **engine_kwargs) -> DecodeEngine:
     """The engine kept on ``holder`` (default: the model) for ``batch`` rows of ``seq_len`` slots.
 
     Created on first use and replaced by a larger one when a request needs more rows or
     slots (rows grow to powers of two, slots to multiples of 1024, so this is rare);
-    ``engine_kwargs`` (``cuda_graphs``, ``mask_budget``, ...) go to ``DecodeEngine``.
+    ``engine_kwargs`` (``cuda_graphs``, ``mask_budget``, ...) go to ``DecodeEngine``;
+    ``attention`` (None = ``config.mtp_attention``): an engine of another mask is replaced.
     """
     holder = model if holder is None else holder
     eng = holder.__dict__.get("_mtpsd_engine")
+    mode = mtp_attention(model, attention, check_implementation=False)
     if (eng is None or eng.model is not model or eng.mtp_token_id != mtp_token_id or eng.max_batch_size < batch
-            or eng.max_seq_len < seq_len or eng.device != torch.device(model.device)):
+            or eng.max_seq_len < seq_len or eng.device != torch.device(model.device) or eng.attention != mode):
         old = (eng.max_batch_size, eng.max_seq_len) if eng is not None and eng.model is model else (1, 0)
         eng = None  # free the old buffers before allocating the new ones
         holder.__dict__.pop("_mtpsd_engine", None)
         eng = DecodeEngine(model, mtp_token_id=mtp_token_id, max_batch_size=max(_pow2(batch), old[0]),
-                           max_seq_len=max(_round_up(seq_len, 1024), old[1]), k_max=1 << 30, **engine_kwargs)
+                           max_seq_len=max(_round_up(seq_len, 1024), old[1]), k_max=1 << 30, attention=mode,
+                           **engine_kwargs)
         holder.__dict__["_mtpsd_engine"] = eng
     return eng
