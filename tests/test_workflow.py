@@ -131,6 +131,22 @@ def test_full_dag_runs_end_to_end(tmp_path):
 
 
 @pytest.mark.workflow
+def test_ablation_overlay_adds_its_runs_and_figure_11_only(tmp_path):
+    """The shrunk CI default plus config/ablations.yaml (dry run; the real ablation DAG is too
+    long for the suite): six ablation-family runs train and evaluate, figure 11 is drawn;
+    without the overlay there is no figure 11."""
+    _scratch_copy(tmp_path)
+    proc = snakemake("-n", "-p", "--configfile", "tests/fixtures/ci.yaml", "config/ablations.yaml", cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    for run in ("tiny-abl", "tiny-gt", "tiny-soft", "tiny-bda", "tiny-static-k", "tiny-prefix"):
+        assert f"--out results/runs/{run}/checkpoint" in out, run
+    assert "mtpsd plot ablations" in out and "figures/fig11_ablations.png" in out
+    plain = snakemake("-n", "-p", "--configfile", "tests/fixtures/ci.yaml", cwd=tmp_path)
+    assert plain.returncode == 0 and "fig11_ablations" not in plain.stdout + plain.stderr
+
+
+@pytest.mark.workflow
 def test_magpie_ablation_trains_on_its_own_data(tmp_path):
     """A run whose data differs from the global data (the Magpie ablation) gets its own
     prepared split; the others train on results/data/train.jsonl."""
