@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from mtpsd.layout import build_layout, default_num_regions, sample_batch_layout, sample_layout
+from mtpsd.layout import (
+    batch_ends, build_layout, default_num_regions, sample_batch_layout, sample_layout, sample_positions,
+)
 
 MTP, EOS = 63, 2
 
@@ -78,3 +80,25 @@ def test_gt_logits_equal_plain_forward(tiny_llama):
     gt = lay.valid & ~lay.is_mtp
     rows = torch.arange(2)[:, None].expand_as(gt)
     torch.testing.assert_close(out[gt], ref[rows[gt], lay.orig_index[gt]], rtol=1e-12, atol=1e-12)
+
+
+def test_sampling_reaches_past_the_end_of_a_text_that_ends_at_eos():
+    """A text ending at EOS x_e: every p < e is a prediction position (targets past e are EOS);
+    a truncated text (no EOS) keeps all k targets inside it."""
+    g = torch.Generator().manual_seed(1)
+    e, n, k = 37, 40, 6  # x_37 is the EOS, x_38.. padding written with the EOS id
+    lasts, truncated = set(), set()
+    for _ in range(300):
+        pos = sample_positions(n, k=k, num_regions=4, generator=g, eos_at=e)
+        assert (pos >= 0).all() and (pos < e).all() and (pos.diff() > 0).all()
+        lasts.add(int(pos[-1]))
+        truncated.add(int(sample_positions(n, k=k, num_regions=4, generator=g).max()))
+    assert max(lasts) == e - 1 and any(p + k > e for p in lasts)  # regions whose targets run past the EOS
+    assert max(truncated) <= n - k - 1
+    ids = torch.full((2, n), EOS)
+    ids[0, :e] = torch.arange(3, 3 + e)
+    ids[1] = torch.arange(3, 3 + n)  # no EOS: truncated
+    am = torch.ones(2, n, dtype=torch.long)
+    assert batch_ends(ids, am, EOS) == [e, None]
+    k2, pos = sample_batch_layout([n, n], k_max=k, num_regions=4, random_k=False, generator=g, ends=[e, None])
+    assert k2 == k and (pos[0] < e).all() and (pos[1] + k <= n - 1).all()

@@ -170,3 +170,47 @@ def test_gt_mode_needs_no_teacher_and_bad_mode_fails(tiny_llama):
         mtp_loss(student, student, x, k=3, prediction_positions=pos, mtp_token_id=MTP, teacher_mode="kl")
     with pytest.raises(MtpsdError, match="needs a teacher"):
         mtp_loss(student, None, x, k=3, prediction_positions=pos, mtp_token_id=MTP)
+
+
+@pytest.mark.parametrize("mode,attention", [("gt", "causal"), ("hard", "causal"), ("soft", "bidirectional")])
+def test_sampled_end_of_text_regions_equal_naive(tiny_llama, mode, attention):
+    """Regions as training samples them (mtpsd.layout.sample_batch_layout with each row's end):
+    on texts that end at EOS the sampler places regions whose targets run past the EOS; the
+    packed loss equals the naive per-region definition, whose missing targets are EOS."""
+    from mtpsd.layout import batch_ends, sample_batch_layout
+
+    student = tiny_llama(V, seed=2)
+    teacher = copy.deepcopy(student)
+    with torch.no_grad():
+        for prm in student.parameters():
+            prm.add_(0.05 * torch.randn_like(prm))
+    g = torch.Generator().manual_seed(5)
+    B, N = 3, 18
+    x = torch.randint(3, V - 1, (B, N), generator=g)
+    x[0, 13:] = EOS  # ends at x_13, then padding written with the EOS id
+    x[1, 1] = EOS  # an end-of-turn inside the text: ordinary text
+    x[1, 16] = EOS  # ends at x_16; x_17 is right padding
+    am = torch.ones(B, N, dtype=torch.long)
+    am[1, 17:] = 0  # row 2: truncated (no EOS at its end)
+    n_real = am.sum(1).tolist()
+    ends = batch_ends(x, am, EOS)
+    assert ends == [13, 16, None]
+    past_end = 0
+    for _ in range(6):
+        k, positions = sample_batch_layout(n_real, k_max=5, num_regions=4, random_k=True, generator=g, ends=ends)
+        out = mtp_loss(student, teacher, x, k=k, prediction_positions=positions, mtp_token_id=MTP,
+                       teacher_mode=mode, attention=attention, attention_mask=am, eos_token_id=EOS)
+        ref_loss, ref_logits, ref_targets = naive_loss(student, teacher, x, positions, k, mode, attention, n_real,
+                                                       EOS, False)
+        torch.testing.assert_close(out.student_logits, ref_logits, rtol=1e-9, atol=1e-9)
+        assert torch.equal(out.targets, ref_targets)
+        torch.testing.assert_close(out.loss, ref_loss, rtol=1e-10, atol=1e-10)
+        lay = out.layout
+        for b, e in enumerate(ends):
+            if e is not None:
+                past_end += sum(p + k > e for p in lay.regions_per_row[b])
+        assert all(p + k <= n_real[2] - 1 for p in lay.regions_per_row[2])
+        if mode == "gt":  # EOS-filled ground-truth targets
+            assert (out.targets == EOS).sum() >= sum(p + k >= e for b, e in enumerate(ends[:2])
+                                                     for p in lay.regions_per_row[b])
+    assert past_end > 0, "the sampler never placed a region whose targets run past the EOS"

@@ -28,7 +28,11 @@ End of text and padding (method.md section 3, "End of text"):
   targets past ``e_b`` are EOS. Later regions are dropped, and so are ground-truth
   tokens after ``e_b`` (padding: no attention, no loss).
 - A region whose ``k`` targets run past the last real token without reaching EOS
-  cannot be supervised and is dropped (``sample_layout`` never places one).
+  cannot be supervised and is dropped (the sampler never places one).
+- The sampler places regions up to the end of the text: in a text that ends at EOS
+  (``e_b``) any ``p < e_b`` is a prediction position, so a region's targets may run past
+  the EOS (they are EOS) and the EOS-filling rule above runs in training; in a text that
+  does not end at EOS (truncated) all ``k`` targets stay inside it.
 - Padding positions attend only to themselves (so no attention row is empty, which
   would give NaN in sdpa) and nothing attends to them.
 """
@@ -88,17 +92,19 @@ def sample_k(*, k_max: int, random_k: bool, generator: torch.Generator) -> int:
     return int(torch.randint(2, k_max + 1, (1,), generator=generator))
 
 
-def sample_positions(n_tokens: int, *, k: int, num_regions: int,
-                     generator: torch.Generator) -> torch.Tensor:
+def sample_positions(n_tokens: int, *, k: int, num_regions: int, generator: torch.Generator,
+                     eos_at: int | None = None) -> torch.Tensor:
     """Evenly spaced prediction positions with a random ("rolling") offset, (M,).
 
-    Valid positions are ``p in [0, n - k - 1]`` (all ``k`` targets inside the text);
-    with ``span = n - k`` and ``stride = span / M``, ``p_r = floor(o + r * stride)`` for
-    ``o ~ U[0, stride)``, so over training every prefix length is a prediction position.
-    Slots that do not fit (short texts) are -1.
+    Valid positions are ``p in [0, span - 1]``: ``span = e`` for a text ending at its EOS
+    ``x_e`` (``eos_at``, :func:`end_of_text`: every prefix before the EOS; targets past it
+    are EOS, method.md section 3), else ``span = n - k`` (all ``k`` targets inside the text).
+    With ``stride = span / M``, ``p_r = floor(o + r * stride)`` for ``o ~ U[0, stride)``, so
+    over training every prefix length is a prediction position. Slots that do not fit
+    (short texts) are -1.
     """
     out = torch.full((num_regions,), -1, dtype=torch.long)
-    span = n_tokens - k
+    span = n_tokens - k if eos_at is None else eos_at
     if span <= 0:
         return out
     m = min(num_regions, span)  # stride >= 1: distinct positions
@@ -110,18 +116,28 @@ def sample_positions(n_tokens: int, *, k: int, num_regions: int,
 
 
 def sample_layout(n_tokens: int, *, k_max: int, num_regions: int, random_k: bool,
-                  generator: torch.Generator) -> tuple[int, torch.Tensor]:
-    """Draw ``k`` and the prediction positions ``(M,)`` for one text of ``n_tokens``."""
+                  generator: torch.Generator, eos_at: int | None = None) -> tuple[int, torch.Tensor]:
+    """Draw ``k`` and the prediction positions ``(M,)`` for one text of ``n_tokens``
+    (ending at its EOS ``x_{eos_at}``, or not: ``None``)."""
     k = sample_k(k_max=k_max, random_k=random_k, generator=generator)
-    return k, sample_positions(n_tokens, k=k, num_regions=num_regions, generator=generator)
+    return k, sample_positions(n_tokens, k=k, num_regions=num_regions, generator=generator, eos_at=eos_at)
 
 
 def sample_batch_layout(lengths: list[int], *, k_max: int, num_regions: int, random_k: bool,
-                        generator: torch.Generator) -> tuple[int, torch.Tensor]:
-    """One ``k`` for a micro-batch and positions per row, (B, M), from each row's length."""
+                        generator: torch.Generator, ends: list[int | None] | None = None) -> tuple[int, torch.Tensor]:
+    """One ``k`` for a micro-batch and positions per row, (B, M), from each row's length and
+    where its text ends (``ends[b]``: its EOS index, :func:`end_of_text`; ``None`` = no EOS)."""
     k = sample_k(k_max=k_max, random_k=random_k, generator=generator)
-    rows = [sample_positions(n, k=k, num_regions=num_regions, generator=generator) for n in lengths]
+    ends = ends if ends is not None else [None] * len(lengths)
+    rows = [sample_positions(n, k=k, num_regions=num_regions, generator=generator, eos_at=e)
+            for n, e in zip(lengths, ends)]
     return k, torch.stack(rows)
+
+
+def batch_ends(input_ids: torch.Tensor, attention_mask: torch.Tensor, eos_token_id: int | None) -> list[int | None]:
+    """:func:`end_of_text` of every row of a right-padded batch."""
+    lengths = attention_mask.sum(1).tolist()
+    return [end_of_text(row, n, eos_token_id) for row, n in zip(input_ids.tolist(), lengths)]
 
 
 def end_of_text(ids: list[int], n_real: int, eos_token_id: int | None) -> int | None:

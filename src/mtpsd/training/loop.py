@@ -52,7 +52,7 @@ from mtpsd.checkpoint import mtp_token_id_of, resolve_device, resolve_dtype
 from mtpsd.errors import MtpsdError
 from mtpsd.flex import resolve_attn_implementation
 from mtpsd.io import atomic_write_json, atomic_write_jsonl, provenance, read_jsonl
-from mtpsd.layout import build_layout, default_num_regions, sample_batch_layout
+from mtpsd.layout import batch_ends, build_layout, default_num_regions, sample_batch_layout
 from mtpsd.mtp_token import save_model_dir
 from mtpsd.objective import mtp_loss_from_layout
 from mtpsd.training.memory_plan import check_run_fits
@@ -231,7 +231,8 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
         for _ in range(n_micro):
             ids, am = _encode_batch(tok, stream.take(tc.micro_batch_size), cfg, pad_id)
             k, pos = sample_batch_layout(am.sum(1).tolist(), k_max=tc.k_max, num_regions=n_regions,
-                                         random_k=tc.random_k, generator=layout_rng)
+                                         random_k=tc.random_k, generator=layout_rng,
+                                         ends=batch_ends(ids, am, eos_id))
             layouts.append((k, build_layout(ids, pos, k=k, mtp_token_id=mtp_id, attention=tc.attention,
                                             attention_mask=am, eos_token_id=eos_id)))
         n_total = max(sum(lay.num_terms(tc.prefix_loss) for _, lay in layouts), 1)
