@@ -56,6 +56,8 @@ def test_claim_counts_and_setting_table(results):
     assert nums["headline.drop.mean"] == pytest.approx(17 / 6)
     assert nums["headline.drop.sd"] == pytest.approx(pd.Series([1.0, 6.0, 1.5]).std())
     assert any("2 of 3" in line for line in lines)
+    # no confidence table and no intermediate checkpoints: those claims have no data, not "0 of 3"
+    assert any("Student confidence" in line and "no data (0 of 3 seeds" in line for line in lines)
     table = setting_table(df, runs)
     row = next(line for line in table if line.startswith("| ConfAdapt τ=0.9 |"))
     assert "| 95.0 |" in row and "93.5 ± 3.0" in row and "3.40 ± 0.10" in row

@@ -263,7 +263,7 @@ def build_report(summary_dir: str | Path, figures_dir: str | Path, generated_dir
         numbers.update(flatten(run, claims_of[run]))
         md += [f"## Claims: run `{run}`", ""] + _claims_table(claims_of[run], paper, run) + [""]
     for base, runs in seed_groups(claims_of).items():
-        lines, nums = claim_counts(claims_of, runs, HOLDS)
+        lines, nums = claim_counts(claims_of, runs, HOLDS, NO_DATA)
         numbers.update({f"{base}.seeds.{k}": v for k, v in nums.items()})
         md += [f"## Seed spread: `{base}` and its replicates", "",
                f"Runs {', '.join(f'`{r}`' for r in runs)} differ only in their seeds "

@@ -40,15 +40,21 @@ def _fmt(mean: float, sd: float, digits: int) -> str:
     return "–" if not np.isfinite(mean) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
-def claim_counts(claims_of: dict[str, list], runs: list[str], holds: str) -> tuple[list[str], dict]:
+def claim_counts(claims_of: dict[str, list], runs: list[str], holds: str,
+                 no_data: str = "no data") -> tuple[list[str], dict]:
     """Markdown table: per claim (``mtpsd.report.Claim``), the seeds holding it (status ``holds``)
-    and mean ± sd of its numbers over ``runs``; and those numbers."""
+    out of the seeds with data for it (status not ``no_data``), and mean ± sd of its numbers
+    over those seeds; and those numbers."""
     per_run = {run: {c.key: c for c in claims_of[run]} for run in runs}
     keys = list(dict.fromkeys(k for cl in per_run.values() for k in cl))
     lines = ["| claim | seeds holding it | numbers (mean ± sd over seeds) |", "|---|---|---|"]
     numbers: dict[str, float] = {}
     for key in keys:
-        claims = [per_run[r][key] for r in runs if key in per_run[r]]
+        claims = [per_run[r][key] for r in runs if key in per_run[r] and per_run[r][key].status != no_data]
+        if not claims:
+            statement = next(per_run[r][key].statement for r in runs if key in per_run[r])
+            lines.append(f"| {statement} | no data (0 of {len(runs)} seeds evaluated it) | – |")
+            continue
         n_hold = sum(c.status == holds for c in claims)
         names = list(dict.fromkeys(n for c in claims for n, v in c.numbers.items() if isinstance(v, (int, float))))
         parts = []
@@ -57,7 +63,7 @@ def claim_counts(claims_of: dict[str, list], runs: list[str], holds: str) -> tup
             parts.append(f"{name} {_fmt(m, s, 2)}")
             numbers[f"{key}.{name}.mean"], numbers[f"{key}.{name}.sd"] = m, s
         numbers[f"{key}.seeds_holding"] = n_hold
-        lines.append(f"| {claims[0].statement} | {n_hold} of {len(runs)} | {'; '.join(parts) or '–'} |")
+        lines.append(f"| {claims[0].statement} | {n_hold} of {len(claims)} | {'; '.join(parts) or '–'} |")
     return lines, numbers
 
 
