@@ -86,6 +86,17 @@ def make_train_dir(root: Path, n_train: int = 40) -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """Torch on one thread for the test, the previous count restored after it."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def tiny_llama():
     """Factory fixture: ``tiny_llama(vocab_size=..., seed=...)``."""
     return make_tiny_llama

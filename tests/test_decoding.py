@@ -19,12 +19,7 @@ PROMPT = [1, 5, 7, 9, 11]
 DECODERS = {"engine": (generate, generate_batch), "cached": (generate_cached, generate_batch_cached)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sharp_llama(tiny_llama, scale: float = 25.0, seed: int = 0):

@@ -21,12 +21,7 @@ SETTINGS = [("static", 1, 0.0), ("static", 2, 0.0), ("static", 4, 0.0), ("confad
 N_NEW = 24
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_qwen3(seed: int = 0, dtype=torch.float64, device="cpu"):
