@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtpsd.ablation_report import (
+from mtpsd.reporting.ablation_report import (
     FAILS, HOLDS, NO_DATA, ablation_claims, ablation_groups, ablation_table, has_ablations, matched_gap,
     paper_sweep, report_section,
 )
 from mtpsd.errors import MtpsdError
 from mtpsd.plotting.data import load_paper_results, read_results
-from mtpsd.summarize import eval_rows
+from mtpsd.reporting.summarize import eval_rows
 
 FIX = Path(__file__).parent / "fixtures" / "summary"
 

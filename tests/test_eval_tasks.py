@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtpsd import metrics as M
+from mtpsd.evaluation import metrics as M
 from mtpsd.errors import MtpsdError
-from mtpsd.evaluate import TASKS_DIR, known_tasks, task_config, task_manager
+from mtpsd.evaluation.evaluate import TASKS_DIR, known_tasks, task_config, task_manager
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 TASKS = ["mtpsd_cnn_dailymail", "mtpsd_creative_writing", "mtpsd_gsm8k_cot", "mtpsd_synth_math"]

@@ -48,7 +48,7 @@ def _evaluate(run_dir, task, setting, data, *extra):
 
 
 def test_checkpoint_label():
-    from mtpsd.evaluate import checkpoint_label
+    from mtpsd.evaluation.evaluate import checkpoint_label
 
     assert checkpoint_label("results/runs/a/mtp_init") == "step0"
     assert checkpoint_label("results/runs/a/checkpoint") == "final"
@@ -104,7 +104,7 @@ def test_evaluate_creative_writing_post_metrics(run_dir):
     assert 0.0 <= res2["rouge_l_vs_k1,none"] <= 1.0
     assert all("rouge_l_vs_k1" in s for s in k2["samples"]["mtpsd_creative_writing"])
     # against itself ROUGE-L is 1 for every non-empty story
-    from mtpsd.evaluate import add_story_metrics
+    from mtpsd.evaluation.evaluate import add_story_metrics
 
     again = add_story_metrics(json.loads(ref.read_text()), reference=json.loads(ref.read_text()))
     assert again["results"]["mtpsd_creative_writing"]["rouge_l_vs_k1,none"] == pytest.approx(1.0)
@@ -114,7 +114,7 @@ def test_evaluate_errors(run_dir, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q"}\n')
     with pytest.raises(MtpsdError, match="answer"):
-        from mtpsd.evaluate import task_config
+        from mtpsd.evaluation.evaluate import task_config
 
         task_config("mtpsd_synth_math", bad)
     rc = main(["evaluate", "--config", str(run_dir / "config.json"), "--checkpoint", str(run_dir / "mtp_init"),

@@ -164,7 +164,7 @@ def test_cli_plot_all(tmp_path):
 
 def test_score_prefix_same_model_first_position(tiny_llama):
     """With teacher == student, position 1 sees the same prefix: agreement 1, nll_1 = -log conf_1."""
-    from mtpsd.confidence_quality import score_prefix
+    from mtpsd.evaluation.confidence_quality import score_prefix
 
     model = tiny_llama(vocab_size=48, seed=3)
     mtp = model.config.mtp_token_id

@@ -18,7 +18,7 @@ from mtpsd.evaluation.tasks import (
     task_manager,
     upstream_gen_kwargs,
 )
-from mtpsd.summarize import eval_rows
+from mtpsd.reporting.summarize import eval_rows
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_aime25_runs_offline_through_the_mtpsd_model(tm, tmp_path):
     from lm_eval import simple_evaluate
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    from mtpsd.lm_eval_adapter import MTPLM
+    from mtpsd.evaluation.lm_eval_adapter import MTPLM
     from tests.conftest import make_char_tokenizer, make_tiny_llama
 
     torch.set_num_threads(1)
@@ -132,8 +132,8 @@ def test_report_table_sets_general_evals_beside_the_paper():
     import pandas as pd
 
     from mtpsd.plotting.data import load_paper_results
-    from mtpsd.summarize import RESULT_COLUMNS
-    from mtpsd.tables import paper_vs_ours
+    from mtpsd.reporting.summarize import RESULT_COLUMNS
+    from mtpsd.reporting.tables import paper_vs_ours
 
     rows = []
     for task, metrics in FIXTURE_RESULTS.items():
@@ -150,7 +150,7 @@ def test_report_table_sets_general_evals_beside_the_paper():
 
 def test_config_and_evaluate_refuse_what_cannot_run(tmp_path):
     from mtpsd.config import Config, from_dict
-    from mtpsd.evaluate import evaluate
+    from mtpsd.evaluation.evaluate import evaluate
 
     with pytest.raises(MtpsdError, match="unknown task"):
         from_dict(Config, {"runs": {"t": {}}, "run_names": ["t"], "eval": {"tasks": ["gsm8k"]}})

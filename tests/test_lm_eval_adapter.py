@@ -9,7 +9,7 @@ import torch
 from lm_eval.api.instance import Instance
 
 from mtpsd.decoding import generate
-from mtpsd.lm_eval_adapter import MTPLM
+from mtpsd.evaluation.lm_eval_adapter import MTPLM
 from tests.conftest import make_char_tokenizer
 
 MTP = 63

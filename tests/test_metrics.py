@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mtpsd import metrics as M
+from mtpsd.evaluation import metrics as M
 
 
 def test_word_tokens():

@@ -117,8 +117,8 @@ def test_committed_cpu_figures_and_cli(tmp_path, capsys):
 
 def test_paper_task_names_agree_with_the_summary():
     from mtpsd.evaluation.plan import PAPER_TASK_NAMES
-    from mtpsd.paper_models import paper_model
-    from mtpsd.summarize import TASK_NAMES
+    from mtpsd.reporting.paper_models import paper_model
+    from mtpsd.reporting.summarize import TASK_NAMES
 
     assert all(TASK_NAMES[t] == name for t, name in PAPER_TASK_NAMES.items())
     assert paper_model("L3-1-8B-Magpie-MTP") == "L3.1-8B-Magpie" and paper_model("smollm2-135m-instruct") is None

@@ -63,7 +63,7 @@ def qwen_tok():
 
 
 def _lm(tok):
-    from mtpsd.lm_eval_adapter import MTPLM
+    from mtpsd.evaluation.lm_eval_adapter import MTPLM
     from tests.conftest import make_tiny_llama
 
     model = make_tiny_llama(VOCAB, dtype=torch.float32, mtp_token_id=tok.convert_tokens_to_ids("<MTP>"))
@@ -72,7 +72,7 @@ def _lm(tok):
 
 def _gsm8k_context(tok, gsm8k_dir, *, chat: bool) -> str:
     """The first GSM8K test prompt exactly as lm-eval builds it inside ``mtpsd evaluate``."""
-    from mtpsd.evaluate import task_config, task_manager
+    from mtpsd.evaluation.evaluate import task_config, task_manager
 
     lm = _lm(tok)
     task = task_manager().load([task_config("mtpsd_gsm8k_cot", gsm8k_dir / "test.jsonl")])["tasks"]["mtpsd_gsm8k_cot"]
@@ -126,7 +126,7 @@ def test_qwen_layout_chat_template_off_without_bos(qwen_tok, gsm8k_dir):
 
 def test_story_perplexity_scores_the_context_with_one_bos(llama_tok):
     """generation_perplexity on a chat prompt equals a hand computation on [one BOS + prompt]."""
-    from mtpsd.metrics import generation_perplexity
+    from mtpsd.evaluation.metrics import generation_perplexity
     from tests.conftest import make_tiny_llama
 
     tok = llama_tok

@@ -249,7 +249,7 @@ def test_decode_uses_the_mask_and_stops_at_every_end_id(imported, tmp_path, monk
 
 def test_lm_eval_adapter_stops_at_every_end_id(imported):
     from mtpsd.checkpoint import load_checkpoint
-    from mtpsd.lm_eval_adapter import MTPLM
+    from mtpsd.evaluation.lm_eval_adapter import MTPLM
 
     ckpt, info = imported["llama"]
     model, tok = load_checkpoint(ckpt, dtype="float32", device="cpu")
@@ -275,8 +275,8 @@ def test_end_token_ids_unions_every_source(tiny_llama):
 
 def test_results_and_table_set_a_published_run_beside_its_paper_model():
     from mtpsd.plotting.data import load_paper_results, read_results
-    from mtpsd.summarize import eval_rows
-    from mtpsd.tables import paper_vs_ours
+    from mtpsd.reporting.summarize import eval_rows
+    from mtpsd.reporting.tables import paper_vs_ours
 
     cfg = resolve(_run(QWEN_ID), "pub").to_dict()
     result = {"run": "pub", "model": cfg["model"]["name"], "chat_template": False, "task": "mtpsd_gsm8k_cot",

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from mtpsd.plotting.data import load_paper_results, read_results
-from mtpsd.report import (
+from mtpsd.reporting.report import (
     DEFAULT_RULE,
     FAILS,
     HEADLINE_RULES,
@@ -25,7 +25,7 @@ from mtpsd.report import (
     static_vs_confadapt,
     tex_macro,
 )
-from mtpsd.tables import paper_vs_ours, strategies_table, write_tables
+from mtpsd.reporting.tables import paper_vs_ours, strategies_table, write_tables
 
 FIX = Path(__file__).parent / "fixtures" / "summary"
 

@@ -7,8 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from mtpsd.report import HOLDS, build_report, run_claims
-from mtpsd.seed_spread import claim_counts, mean_sd, seed_groups, setting_table
+from mtpsd.reporting.report import HOLDS, build_report, run_claims
+from mtpsd.reporting.seed_spread import claim_counts, mean_sd, seed_groups, setting_table
 
 
 def test_seed_groups_need_the_base_run():

@@ -10,7 +10,7 @@ import pytest
 
 from mtpsd.cli import main
 from mtpsd.errors import MtpsdError
-from mtpsd.summarize import PAPER_COLUMNS, RESULT_COLUMNS, eval_rows, join_paper, summarize_evals
+from mtpsd.reporting.summarize import PAPER_COLUMNS, RESULT_COLUMNS, eval_rows, join_paper, summarize_evals
 from tests.conftest import SHARED
 
 PAPER = SHARED / "reference" / "paper_results.csv"
@@ -104,7 +104,7 @@ def test_summarize_errors(tmp_path):
 def test_task_names_reach_the_papers_tasks():
     """Every task of the paper's table has a name, and each of our paper tasks maps to one."""
     from mtpsd.plotting.data import PAPER_TASKS, load_paper_results, paper_task
-    from mtpsd.summarize import TASK_NAMES
+    from mtpsd.reporting.summarize import TASK_NAMES
 
     assert set(load_paper_results()["task"]) <= set(PAPER_TASKS)
     assert paper_task("mtpsd_gsm8k_cot") == paper_task(TASK_NAMES["mtpsd_gsm8k_cot"]) == "gsm8k"
@@ -116,7 +116,7 @@ def test_speed_csv_from_the_batch1_decode_runs_feeds_figure_9(tmp_path):
     """speed.csv holds the decode rule's batch-1 runs; the wall-clock figure plots it."""
     from mtpsd.plotting.figures import make_figure
     from mtpsd.plotting.wallclock import wallclock_speedups
-    from mtpsd.summarize import SPEED_TASK, write_summary
+    from mtpsd.reporting.summarize import SPEED_TASK, write_summary
 
     decodes = []
     for setting, strategy, k, tau, tps, eff in (("static-k1", "static", 1, None, 100.0, 1.0),

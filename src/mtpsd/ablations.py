@@ -10,7 +10,7 @@ random k, no prefix loss, MetaMathQA/synthetic data). ``PAPER_VARIANT`` names ea
 rows in ``paper_results.csv`` (tables ``abl-l3-suprv-evals-pt1/pt2``, ``abl-l3-data-evals``),
 ``"main"`` for the reference. ``CLAIMS`` are the paper's ablation claims as directions
 of the accuracy difference (ablation minus reference) at matched effective k; the report
-(``mtpsd.ablation_report``) reads the paper's direction off its rows and checks ours.
+(``mtpsd.reporting.ablation_report``) reads the paper's direction off its rows and checks ours.
 
 Light on purpose (no pandas/torch): the workflow and summarize call it on plain dicts.
 """

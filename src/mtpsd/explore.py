@@ -4,7 +4,7 @@ The notebook reads what the DAG wrote under ``results/`` (docs/architecture.md):
 
 * ``results/summary/results.csv`` and ``train_metrics.csv`` (``mtpsd.plotting.data``
   readers, with their column checks), joined with the paper's numbers shipped in the
-  package (``load_paper_results`` + ``mtpsd.summarize.join_paper``);
+  package (``load_paper_results`` + ``mtpsd.reporting.summarize.join_paper``);
 * ``results/runs/{run}/decode/{setting}.jsonl`` (``mtpsd decode``): one row per prompt
   with ``tokens``, ``token_strs`` and ``chunk_sizes`` (tokens emitted per forward pass,
   ``sum(chunk_sizes) == len(tokens)``, method.md section 6).
@@ -37,7 +37,7 @@ from mtpsd.io import read_jsonl
 from mtpsd.plotting.chunks import chunk_texts
 from mtpsd.plotting.data import load_paper_results, paper_task, read_results, read_train_metrics
 from mtpsd.plotting.style import PALETTE, new_figure
-from mtpsd.summarize import join_paper
+from mtpsd.reporting.summarize import join_paper
 
 ENV_RESULTS, ENV_DECODE, ENV_RUN = "MTPSD_RESULTS_DIR", "MTPSD_DECODE_DIR", "MTPSD_RUN"
 
@@ -100,7 +100,7 @@ def join_with_paper(results: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     """Our rows beside the paper's rows for the same task, strategy, param and metric.
 
     Our task names are mapped to the paper's (``paper_task``: ``mtpsd_gsm8k_cot`` ->
-    ``gsm8k``) for the match only, then ``mtpsd.summarize.join_paper`` does the join
+    ``gsm8k``) for the match only, then ``mtpsd.reporting.summarize.join_paper`` does the join
     (one output row per matching paper model; ``paper_*`` columns NaN where none).
     """
     ours = results.assign(_task=results["task"])

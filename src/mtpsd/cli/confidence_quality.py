@@ -26,7 +26,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from mtpsd.confidence_quality import confidence_quality
+    from mtpsd.evaluation.confidence_quality import confidence_quality
     from mtpsd.errors import MtpsdError
     from mtpsd.plotting.confidence import correlation
 

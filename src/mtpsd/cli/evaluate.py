@@ -28,7 +28,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from mtpsd.config import load_resolved
-    from mtpsd.evaluate import evaluate
+    from mtpsd.evaluation.evaluate import evaluate
     from mtpsd.io import atomic_write_json
 
     cfg = load_resolved(args.config)

@@ -1,7 +1,7 @@
 """lm-evaluation-harness's own command line, with the `mtpsd` model and our tasks known.
 
 lm-eval finds a model class only once its module is imported; this verb imports
-``mtpsd.lm_eval_adapter`` (registering ``--model mtpsd``) and adds our task folder to
+``mtpsd.evaluation.lm_eval_adapter`` (registering ``--model mtpsd``) and adds our task folder to
 ``--include_path`` unless one is given, then hands every argument to lm-eval::
 
     mtpsd lm-eval run --model mtpsd \
@@ -29,7 +29,7 @@ def lm_eval_argv(args: list[str]) -> list[str]:
 
 
 def run(args) -> int:
-    import mtpsd.lm_eval_adapter  # noqa: F401  (registers --model mtpsd)
+    import mtpsd.evaluation.lm_eval_adapter  # noqa: F401  (registers --model mtpsd)
     from lm_eval.__main__ import cli_evaluate
 
     sys.argv = ["lm-eval", *lm_eval_argv(args.args)]

@@ -27,12 +27,12 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     if args.what == "tables":
         from mtpsd.plotting.data import load_paper_results, read_results
-        from mtpsd.tables import write_tables
+        from mtpsd.reporting.tables import write_tables
 
         paths = write_tables(read_results(args.results), load_paper_results(), args.out_dir)
         print(f"tables -> {', '.join(map(str, paths))}")
         return 0
-    from mtpsd.report import build_report
+    from mtpsd.reporting.report import build_report
 
     numbers = build_report(args.summary_dir, args.figures_dir, args.generated_dir, args.out,
                            task=args.task, tau=args.tau)

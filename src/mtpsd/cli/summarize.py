@@ -22,7 +22,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from mtpsd.summarize import write_summary
+    from mtpsd.reporting.summarize import write_summary
 
     res, train = write_summary(args.evals, args.train_metrics, args.out_dir, args.decodes)
     print(f"{len(args.evals)} evaluations -> {res}; {len(args.train_metrics)} runs -> {train}; "

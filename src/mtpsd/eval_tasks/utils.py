@@ -1,13 +1,13 @@
 """``process_results`` hooks for the mtpsd lm-eval tasks (referenced as ``!function utils.x``).
 
-The metric logic lives in :mod:`mtpsd.metrics`; these functions only adapt lm-eval's
+The metric logic lives in :mod:`mtpsd.evaluation.metrics`; these functions only adapt lm-eval's
 call convention ``process_results(doc, results) -> {metric: value}``, where
 ``results`` holds the (filtered) generations for one document.
 """
 
 from __future__ import annotations
 
-from mtpsd.metrics import distinct_n, repetition_rate, rouge, word_tokens
+from mtpsd.evaluation.metrics import distinct_n, repetition_rate, rouge, word_tokens
 
 
 def process_summary(doc: dict, results: list[str]) -> dict[str, float]:

@@ -54,7 +54,7 @@ TASK_DOCS = {
     "ifeval": 541, "mtpsd_cnn_dailymail": 11490, "mtpsd_creative_writing": 15138,
 }
 CPU = "cpu"
-# our task -> its name in paper_results.csv (mtpsd.summarize.TASK_NAMES; kept here without pandas)
+# our task -> its name in paper_results.csv (mtpsd.reporting.summarize.TASK_NAMES; kept here without pandas)
 PAPER_TASK_NAMES = {"mtpsd_gsm8k_cot": "gsm8k", "mtpsd_cnn_dailymail": "cnn_dailymail", "aime25": "aime25",
                     "gpqa_main_cot_n_shot": "gpqa_main", "bbh_cot_fewshot": "bbh", "ifeval": "ifeval"}
 COMMITTED_FIGURES = Path(__file__).resolve().parents[1] / "measured_speed.json"
@@ -154,7 +154,7 @@ def _paper_confadapt_eff_k() -> dict[tuple[str, str, float], float]:
 
 
 def _paper_eff_k(model: str | None, task: str, tau: float) -> float | None:
-    from mtpsd.paper_models import paper_model
+    from mtpsd.reporting.paper_models import paper_model
 
     pm = paper_model(model)
     if pm is None:

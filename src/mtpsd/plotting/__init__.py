@@ -2,7 +2,7 @@
 matplotlib Figure out; ``mtpsd plot <name>`` does the I/O (see ``mtpsd.cli.plot``).
 
 ``FIGURES`` maps the CLI name to the file stem under ``figures/`` and a caption that the
-report (``mtpsd.report``) prints under the image.
+report (``mtpsd.reporting.report``) prints under the image.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Figure 11 (ablation overlay only): accuracy vs effective k, one curve per ablation.
 
-Left panel, ours: every ablation group (``mtpsd.ablation_report.ablation_groups``), one
+Left panel, ours: every ablation group (``mtpsd.reporting.ablation_report.ablation_groups``), one
 colour per ablation (the reference in black): the ConfAdapt curve (dashed, in decreasing
 tau) starting from Static k=1, the Static k points (solid, in k order), error bars
 ``value_se``; the step-0 model as a dotted line. Right panel: the paper's L3.1-8B-Magpie
@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from mtpsd.ablation_report import PAPER_MODEL, ablation_groups, paper_sweep, sweep
+from mtpsd.reporting.ablation_report import PAPER_MODEL, ablation_groups, paper_sweep, sweep
 from mtpsd.ablations import LABELS, PAPER_VARIANT, REFERENCE
 from mtpsd.errors import MtpsdError
 from mtpsd.plotting.data import final_rows, metric_label, primary_metric, task_rows

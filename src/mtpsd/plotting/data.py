@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from mtpsd.errors import MtpsdError
-from mtpsd.summarize import TASK_NAMES
-from mtpsd.summarize import agreement_columns as summary_agreement_columns
+from mtpsd.reporting.summarize import TASK_NAMES
+from mtpsd.reporting.summarize import agreement_columns as summary_agreement_columns
 
 PAPER_COLUMNS = [
     "table", "model", "variant", "chat_template", "strategy", "param", "task", "metric",

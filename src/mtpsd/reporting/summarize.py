@@ -22,7 +22,7 @@ wall-clock figure reads it, so accuracy runs can decode in batches.
 ``train_metrics.csv``: all runs' ``train_metrics.jsonl`` rows with a ``run`` column;
 the per-position ``agreement`` list becomes ``agreement_j1 .. agreement_jK``.
 
-    from mtpsd.summarize import summarize_evals, join_paper
+    from mtpsd.reporting.summarize import summarize_evals, join_paper
     ours = summarize_evals(["results/runs/tiny/eval/mtpsd_synth_math/final/static-k1.json"])
     both = join_paper(ours, pd.read_csv("../shared/reference/paper_results.csv"))
 """

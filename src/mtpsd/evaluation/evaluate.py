@@ -1,13 +1,13 @@
 """One evaluation: one checkpoint x one lm-eval task x one decoding setting (method.md s. 7).
 
-The model is wrapped in ``mtpsd.lm_eval_adapter.MTPLM`` so every generation goes
+The model is wrapped in ``mtpsd.evaluation.lm_eval_adapter.MTPLM`` so every generation goes
 through our decoder (static k, ConfAdapt, verify); lm-eval builds the prompts,
 applies the task filters and metrics. The result JSON is lm-eval's result dict
 (``results``, ``configs``, ``versions``, ``n-samples``, ``samples`` ...) plus
 ``decode_stats`` (effective k = tokens / forward passes, method.md s. 6),
 ``setting``/``strategy``/``param`` and ``provenance``::
 
-    from mtpsd.evaluate import evaluate
+    from mtpsd.evaluation.evaluate import evaluate
     out = evaluate(cfg, "results/runs/tiny/checkpoint", "mtpsd_synth_math", "confadapt-tau0.9")
     out["results"]["mtpsd_synth_math"]["exact_match,flexible-extract"]
 
@@ -57,7 +57,7 @@ def checkpoint_label(path: str | Path) -> str:
 
 def _make_lm(model, tokenizer, strategy: str, k: int, tau: float, *, batch_size: int,
              max_gen_toks: int):
-    from mtpsd.lm_eval_adapter import MTPLM
+    from mtpsd.evaluation.lm_eval_adapter import MTPLM
 
     return MTPLM(pretrained=model, tokenizer=tokenizer, strategy=strategy, k=k, tau=tau,
                  batch_size=batch_size, max_gen_toks=max_gen_toks)
@@ -105,7 +105,7 @@ def add_story_metrics(result: dict, *, base=None, reference: dict | None = None,
     (ROUGE-L F1 of each story against the k=1 story of the same document).
     Metrics go to ``result["results"][task]`` as ``"<name>,none"`` / ``"<name>_stderr,none"``.
     """
-    from mtpsd.metrics import generation_perplexity, mean_se, rouge_l
+    from mtpsd.evaluation.metrics import generation_perplexity, mean_se, rouge_l
 
     stories = story_samples(result, task)
     if not stories:

@@ -2,7 +2,7 @@
 diversity and repetition of generations, perplexity under the frozen base model.
 
 Per-document functions are pure and called from the lm-eval task hooks
-(``mtpsd/eval_tasks/utils.py``) or from :mod:`mtpsd.evaluate` after a run.
+(``mtpsd/eval_tasks/utils.py``) or from :mod:`mtpsd.evaluation.evaluate` after a run.
 
 Definitions (``w_1..w_L`` the word tokens of one generation, ``G_n`` its list of
 ``L - n + 1`` word n-grams):

@@ -10,7 +10,7 @@ Log-likelihood requests are inherited unchanged (they are NTP scores: real token
 never see ``<MTP>``).
 
     lm_eval --model mtpsd --model_args pretrained=DIR,strategy=confadapt,k=16,tau=0.9 ...
-    # (lm_eval must import mtpsd.lm_eval_adapter first, e.g. via --include_path or python)
+    # (lm_eval must import mtpsd.evaluation.lm_eval_adapter first, e.g. via --include_path or python)
 
     lm = MTPLM(pretrained=model, tokenizer=tok, strategy="static", k=1, batch_size=1)
     simple_evaluate(model=lm, tasks=[...]); lm.decode_stats()

@@ -21,7 +21,7 @@ tolerance and where it comes from (``Claim.tolerance``, ``Claim.source``):
    evaluated step > eff_k at the first (the paper: figures 7-8; Spearman over steps reported).
 
 With ablation runs (config/ablations.yaml), an "Ablations" section checks each of the
-paper's ablation claims on them (``mtpsd.ablation_report``).
+paper's ablation claims on them (``mtpsd.reporting.ablation_report``).
 
 Every number in ``report.md`` comes from ``numbers.json`` (written here from the CSVs);
 ``numbers.tex`` holds the same numbers as ``\\newcommand`` macros.
@@ -40,11 +40,11 @@ from scipy import stats
 
 from mtpsd.errors import MtpsdError
 from mtpsd.io import atomic_write_json, atomic_write_text, provenance
-from mtpsd.paper_models import PAPER_MODELS
+from mtpsd.reporting.paper_models import PAPER_MODELS
 from mtpsd.plotting import FIGURES
 from mtpsd.plotting.confidence import correlation
 from mtpsd.plotting.data import choose_task, final_rows, load_paper_results, read_results, task_rows
-from mtpsd.seed_spread import claim_counts, seed_groups, setting_table
+from mtpsd.reporting.seed_spread import claim_counts, seed_groups, setting_table
 
 HOLDS, FAILS, NO_DATA = "reproduced", "not reproduced", "no data"
 
@@ -90,7 +90,7 @@ EFFK_SOURCE = "paper, figures 7-8 (acceleration over training; no number given)"
 def headline_rule(model: str | None) -> HeadlineRule:
     """The paper's tolerance for a model: its own name, or one of our model names for the
     paper's base models and published checkpoints (``l3-8b-magpie...``, ``qwen3-4b...``)."""
-    from mtpsd.paper_models import paper_model
+    from mtpsd.reporting.paper_models import paper_model
 
     return HEADLINE_RULES.get(paper_model(model), DEFAULT_RULE)
 
@@ -271,7 +271,7 @@ def build_report(summary_dir: str | Path, figures_dir: str | Path, generated_dir
                "`snakemake --cores 2 --configfile config/seeds.yaml paper/report.md`.", ""]
         md += lines + ["", f"Final checkpoint, task `{task}`:", ""]
         md += setting_table(final_rows(task_rows(results, task)), runs) + [""]
-    from mtpsd.ablation_report import report_section
+    from mtpsd.reporting.ablation_report import report_section
     from mtpsd.plotting import ABLATION_FIGURE
 
     abl_png = figures_dir / f"{ABLATION_FIGURE[0]}.png"

@@ -1,6 +1,6 @@
 """The ablation section of the report: our ablation runs beside the paper's ablation tables.
 
-Inputs: ``results.csv`` (its ``ablation`` and ``ablation_key`` columns, ``mtpsd.summarize``)
+Inputs: ``results.csv`` (its ``ablation`` and ``ablation_key`` columns, ``mtpsd.reporting.summarize``)
 and the paper's rows (tables ``abl-l3-suprv-evals-pt1/pt2``, ``abl-l3-data-evals`` and the
 reference ``math-evals`` ``main`` rows of L3.1-8B-Magpie, GSM8K).
 
