@@ -115,6 +115,18 @@ def test_committed_cpu_figures_and_cli(tmp_path, capsys):
     assert "GPU figures: unmeasured" in text and "jobs) |" not in text  # every tiny job is measured on CPU
 
 
+def test_seed_replicates_use_their_base_models_figures(tmp_path):
+    """config/seeds.yaml: tiny-seed<N> has tiny's architecture, so tiny's CPU figures time it."""
+    raw = deep_merge(read_yaml(REPO / "config" / "config.yaml"), read_yaml(REPO / "config" / "seeds.yaml"))
+    rows = plan(resolve_runs(raw), collect_figures(tmp_path))
+    assert {r.run for r in rows} == {"tiny", *(f"tiny-seed{i}" for i in range(1, 5))}
+    assert all(r.hours is not None and r.unmeasured_jobs == 0 for r in rows)
+    seed1 = {(r.rule, r.task): r.hours for r in rows if r.run == "tiny-seed1"}
+    tiny = {(r.rule, r.task): r.hours for r in rows if r.run == "tiny"}
+    assert seed1[("evaluate", "mtpsd_synth_math")] < tiny[("evaluate", "mtpsd_synth_math")]  # no checkpoint sweep
+    assert find_figure(collect_figures(tmp_path), "tiny-seedling", "x", "float32", 1, "static-k1")[0] is None
+
+
 def test_paper_task_names_agree_with_the_summary():
     from mtpsd.evaluation.plan import PAPER_TASK_NAMES
     from mtpsd.reporting.paper_models import paper_model

@@ -264,9 +264,14 @@ def _eval_dtype(cfg, rule: str, device: str) -> str:
 
 def find_figure(figures: list[SpeedFigure], model: str, run: str, dtype: str, batch_size: int,
                 setting: str) -> tuple[SpeedFigure | None, bool]:
-    """The figure for this model, dtype and batch size: the setting's own (exact) or static-k1's."""
+    """The figure for this model, dtype and batch size: the setting's own (exact) or static-k1's.
+    A seed replicate ``<model>-seed<N>`` (config/seeds.yaml: same architecture, other seeds)
+    uses ``<model>``'s figures."""
+    from mtpsd.reporting.seed_spread import seed_base
+
+    names = {model, seed_base(model)}
     mine = [f for f in figures if f.dtype == dtype and f.batch_size == batch_size
-            and (f.model == model or f.model == run or f"runs/{run}/" in f.source)]
+            and (f.model in names or f.model == run or f"runs/{run}/" in f.source)]
     for f in mine:
         if f.method == setting:
             return f, True

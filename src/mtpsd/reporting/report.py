@@ -114,7 +114,7 @@ def headline(sw: pd.DataFrame, *, tau: float = 0.9, rule: HeadlineRule = DEFAULT
                      tolerance=tol, source=rule.source)
     drop = float(k1["value"] - ca["value"])
     nums = {"acc_k1": float(k1["value"]), "acc_tau": float(ca["value"]), "drop": drop,
-            "eff_k": float(ca["eff_k"]), "max_drop": rule.max_drop, "min_eff_k": rule.min_eff_k}
+            "eff_k": float(ca["eff_k"])}  # the rule's thresholds are in the statement and tolerance
     ok = nums["eff_k"] > rule.min_eff_k and drop < rule.max_drop
     return Claim("headline", st, _status(ok),
                  f"{nums['acc_k1']:.1f} → {nums['acc_tau']:.1f} (drop {drop:.1f}) at effective k {nums['eff_k']:.2f}",

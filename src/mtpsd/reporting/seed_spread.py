@@ -17,6 +17,12 @@ import pandas as pd
 _SEED = re.compile(r"^(?P<base>.+)-seed(?P<seed>\d+)$")
 
 
+def seed_base(name: str) -> str:
+    """``<base>`` of a seed replicate's name ``<base>-seed<N>`` (a run or model name), else the name."""
+    m = _SEED.match(name)
+    return m.group("base") if m else name
+
+
 def seed_groups(runs) -> dict[str, list[str]]:
     """``{base run: [base run, base-seed1, ...]}`` for bases with at least one replicate."""
     groups: dict[str, list[str]] = {}
@@ -60,7 +66,7 @@ def claim_counts(claims_of: dict[str, list], runs: list[str], holds: str,
         parts = []
         for name in names:
             m, s = mean_sd([c.numbers.get(name, np.nan) for c in claims])
-            parts.append(f"{name} {_fmt(m, s, 2)}")
+            parts.append(f"{name} {_fmt(m, s, 2) if len(claims) > 1 else f'{m:.2f}'}")
             numbers[f"{key}.{name}.mean"], numbers[f"{key}.{name}.sd"] = m, s
         numbers[f"{key}.seeds_holding"] = n_hold
         lines.append(f"| {claims[0].statement} | {n_hold} of {len(claims)} | {'; '.join(parts) or '–'} |")
