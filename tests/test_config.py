@@ -95,3 +95,26 @@ def test_decode_k_max_defaults_to_the_trained_k_max():
     assert cfg.decode.k_max == 4
     cfg = resolve({"runs": {"a": {}}, "run_names": ["a"], "decode": {"k_max": 2}}, "a")
     assert cfg.decode.k_max == 2
+
+
+def test_refresh_resolved_rewrites_only_stale_files(tmp_path):
+    """The workflow's pre-DAG refresh: a missing file is left to the resolve rule, an
+    up-to-date one is not touched, a stale one (an overlay, an edited value) is rewritten
+    with the current values and provenance."""
+    from mtpsd.config import deep_merge, merge_sources
+    from mtpsd.config.resolved import refresh_resolved, resolved_values, write_resolved
+
+    raw = merge_sources([REPO / "config" / "config.yaml"])
+    cfg = resolve(raw, "tiny")
+    path = tmp_path / "config.json"
+    assert refresh_resolved(path, cfg) is False and not path.exists()
+    write_resolved(path, cfg)
+    before = path.read_text()
+    assert refresh_resolved(path, cfg) is False and path.read_text() == before
+    edited = resolve(deep_merge(raw, {"decode": {"max_new_tokens": 20}}), "tiny")
+    assert refresh_resolved(path, edited) is True
+    on_disk = json.loads(path.read_text())
+    assert on_disk.pop("provenance") and on_disk == resolved_values(edited)
+    assert on_disk["decode"]["max_new_tokens"] == 20
+    path.write_text("not json")
+    assert refresh_resolved(path, cfg) is True and json.loads(path.read_text())["decode"]["max_new_tokens"] == 160

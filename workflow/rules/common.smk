@@ -2,6 +2,7 @@
 # No rules here. Paths in validate() are relative to this file.
 
 import json
+import os
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -9,6 +10,7 @@ from snakemake.utils import validate
 
 from mtpsd.ablations import REFERENCE, ablation_of
 from mtpsd.config import resolve
+from mtpsd.config.resolved import refresh_resolved
 from mtpsd.errors import MtpsdError
 from mtpsd.evaluation.plan import evaluation_grid
 from mtpsd.training.launch import train_command_shell, train_num_gpus
@@ -49,6 +51,33 @@ PRETRAINED_MODELS = [
 def config_json():
     """The merged Snakemake config, passed to `mtpsd resolve-config`."""
     return json.dumps(config, sort_keys=True)
+
+
+# the resolve rules read the merged config from the environment: as params, a changed value
+# would re-run them, which Snakemake 9 mishandles (mtpsd.config.resolved)
+os.environ["MTPSD_CONFIG_JSON"] = config_json()
+
+
+envvars:
+    "MTPSD_CONFIG_JSON",
+
+
+def dry_run_requested(argv=sys.argv):
+    """Whether this snakemake invocation is a dry run (-n, --dry-run, or -n in a cluster such
+    as -np); `workflow.dryrun` is not set yet while the Snakefile is parsed."""
+    for arg in argv[1:]:
+        if arg in ("--dry-run", "--dryrun", "--just-print"):
+            return True
+        if arg.startswith("-") and not arg.startswith("--") and "n" in arg[1:]:
+            return True
+    return False
+
+
+if workflow.is_main_process and not dry_run_requested():
+    # an overlay or an edited value: rewrite stale resolved configs before the DAG is built
+    refresh_resolved("results/config.json", CFG)
+    for _run in RUNS:
+        refresh_resolved(f"results/runs/{_run}/config.json", RUN_CFG[_run])
 
 
 def section_params(run, *sections):

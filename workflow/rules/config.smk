@@ -1,4 +1,8 @@
 # Resolved configs: the exact input of every later step (validated before any work).
+# These rules only create missing files. An existing file whose values no longer match the
+# config (an overlay, an edited value) is rewritten before the DAG is built
+# (mtpsd.config.resolved explains why they have no params); later rules re-run on their own
+# section params. $MTPSD_CONFIG_JSON: the merged config (exported by common.smk).
 
 
 rule resolve_config:
@@ -9,10 +13,8 @@ rule resolve_config:
         "results/logs/resolve_config.log",
     conda:
         "../envs/mtp.yaml"
-    params:
-        cfg=config_json(),
     shell:
-        "mtpsd resolve-config --json {params.cfg:q} --out {output:q} > {log:q} 2>&1"
+        'mtpsd resolve-config --json "$MTPSD_CONFIG_JSON" --out {output:q} > {log:q} 2>&1'
 
 
 rule resolve_run_config:
@@ -23,7 +25,5 @@ rule resolve_run_config:
         "results/runs/{run}/logs/resolve_run_config.log",
     conda:
         "../envs/mtp.yaml"
-    params:
-        cfg=config_json(),
     shell:
-        "mtpsd resolve-config --json {params.cfg:q} --run {wildcards.run:q} --out {output:q} > {log:q} 2>&1"
+        'mtpsd resolve-config --json "$MTPSD_CONFIG_JSON" --run {wildcards.run:q} --out {output:q} > {log:q} 2>&1'

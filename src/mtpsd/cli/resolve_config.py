@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from mtpsd.config import merge_sources, resolve
-from mtpsd.io import atomic_write_json, provenance
+from mtpsd.config.resolved import write_resolved
 
 
 def add_arguments(p) -> None:
@@ -28,7 +28,6 @@ def run(args) -> int:
     if args.out == "-":
         print(json.dumps(out, indent=2))
         return 0
-    out["provenance"] = provenance(seed=cfg.seed)
-    atomic_write_json(args.out, out)
+    write_resolved(args.out, cfg)
     print(f"resolved config{' for run ' + args.run if args.run else ''} -> {args.out}")
     return 0
