@@ -108,42 +108,84 @@ def test_rules_are_snakefmt_formatted():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.fixture(scope="module")
+def ci_dag(tmp_path_factory):
+    """A scratch copy after one real run of the shrunk default (tests/fixtures/ci.yaml)."""
+    root = tmp_path_factory.mktemp("dag")
+    _scratch_copy(root)
+    proc = snakemake("--cores", "2", "--configfile", "tests/fixtures/ci.yaml", cwd=root, timeout=1500)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    return root
+
+
 @pytest.mark.slow
 @pytest.mark.workflow
-def test_full_dag_runs_end_to_end(tmp_path):
+def test_full_dag_runs_end_to_end(ci_dag):
     """Every rule runs for real on the shrunk default: data, tiny base model, <MTP>,
     training, decoding, the evaluation sweep, summaries, every figure and the report."""
-    _scratch_copy(tmp_path)
-    proc = snakemake("--cores", "2", "--configfile", "tests/fixtures/ci.yaml",
-                     cwd=tmp_path, timeout=1500)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    figures = sorted((tmp_path / "figures").glob("fig*.png"))
+    figures = sorted((ci_dag / "figures").glob("fig*.png"))
     assert len(figures) == 10 and all(f.stat().st_size > 5000 for f in figures)
-    report = (tmp_path / "paper" / "report.md").read_text()
-    assert "Static" in report and "ConfAdapt" in report
+    report = (ci_dag / "paper" / "report.md").read_text()
+    assert "Static" in report and "ConfAdapt" in report and "## Ablations" not in report
     import pandas as pd
 
-    results = pd.read_csv(tmp_path / "results" / "summary" / "results.csv")
+    results = pd.read_csv(ci_dag / "results" / "summary" / "results.csv")
     assert {"static", "confadapt", "verify", "baseline_step0"} <= set(results["strategy"])
     # a second invocation finds nothing to do
-    again = snakemake("-n", "--configfile", "tests/fixtures/ci.yaml", cwd=tmp_path)
+    again = snakemake("-n", "--configfile", "tests/fixtures/ci.yaml", cwd=ci_dag)
     assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
 
 
+ABLATION_RUNS = ("tiny-abl", "tiny-gt", "tiny-soft", "tiny-bda", "tiny-static-k", "tiny-prefix")
+
+
+@pytest.mark.slow
 @pytest.mark.workflow
-def test_ablation_overlay_adds_its_runs_and_figure_11_only(tmp_path):
-    """The shrunk CI default plus config/ablations.yaml (dry run; the real ablation DAG is too
-    long for the suite): six ablation-family runs train and evaluate, figure 11 is drawn;
-    without the overlay there is no figure 11."""
-    _scratch_copy(tmp_path)
-    proc = snakemake("-n", "-p", "--configfile", "tests/fixtures/ci.yaml", "config/ablations.yaml", cwd=tmp_path)
+def test_ablation_overlay_runs_end_to_end(ci_dag):
+    """config/ablations.yaml on top of the shrunk default, shrunk itself by
+    tests/fixtures/ci_ablations.yaml, runs for real: the six ablation-family runs train,
+    decode as trained (BDA with its masks attending both ways) and are evaluated, and the
+    report gains the ablation table, claims and figure 11; the default's outputs are reused."""
+    overlay = ("tests/fixtures/ci.yaml", "config/ablations.yaml", "tests/fixtures/ci_ablations.yaml")
+    shutil.copy(REPO / overlay[-1], ci_dag / overlay[-1])
+    before = (ci_dag / "results" / "runs" / "tiny" / "checkpoint").stat().st_mtime
+    proc = snakemake("--cores", "2", "--configfile", *overlay, cwd=ci_dag, timeout=1500)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    assert (ci_dag / "results" / "runs" / "tiny" / "checkpoint").stat().st_mtime == before
+    import pandas as pd
+
+    results = pd.read_csv(ci_dag / "results" / "summary" / "results.csv")
+    final = results[results["strategy"] != "baseline_step0"]
+    for run in ABLATION_RUNS:
+        sweep = final[final["run"] == run]
+        assert set(sweep["strategy"]) == {"static", "confadapt"}, run
+        assert sorted(set(sweep[sweep["strategy"] == "static"]["param"])) == [1, 2, 4], run
+    ablation_of = results.drop_duplicates("run").set_index("run")["ablation"]
+    assert [ablation_of[run] for run in ABLATION_RUNS] == ["reference", "gt", "soft", "bda", "static_k", "prefix"]
+    report = (ci_dag / "paper" / "report.md").read_text()
+    section = report[report.index("## Ablations"):]
+    assert "### The paper's ablation claims on our runs" in section
+    for run in ABLATION_RUNS[1:]:  # each compared with the family's own reference, not with `tiny`
+        assert f"(`{run}` vs `tiny-abl`)" in section, run
+    fig = ci_dag / "figures" / "fig11_ablations.png"
+    assert fig.exists() and fig.stat().st_size > 5000
+    again = snakemake("-n", "--configfile", *overlay, cwd=ci_dag)
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.workflow
+def test_an_edited_value_reruns_the_steps_that_read_it_in_one_invocation(ci_dag, tmp_path):
+    """Resolved configs are refreshed before the DAG is built (no resolve job re-runs on a
+    params change, which would make Snakemake skip everything downstream of it): a dry run
+    after editing decode.max_new_tokens lists the decodes and evaluations that read it."""
+    edited = tmp_path / "edited.yaml"
+    edited.write_text("decode: {max_new_tokens: 20}\n")
+    proc = snakemake("-n", "--configfile", "tests/fixtures/ci.yaml", str(edited), cwd=ci_dag)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
-    for run in ("tiny-abl", "tiny-gt", "tiny-soft", "tiny-bda", "tiny-static-k", "tiny-prefix"):
-        assert f"--out results/runs/{run}/checkpoint" in out, run
-    assert "mtpsd plot ablations" in out and "figures/fig11_ablations.png" in out
-    plain = snakemake("-n", "-p", "--configfile", "tests/fixtures/ci.yaml", cwd=tmp_path)
-    assert plain.returncode == 0 and "fig11_ablations" not in plain.stdout + plain.stderr
+    stats = out[out.index("Job stats"):]
+    assert "evaluate" in stats and "decode" in stats and "resolve_config" not in stats, stats[:800]
 
 
 @pytest.mark.workflow

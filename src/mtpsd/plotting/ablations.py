@@ -68,6 +68,9 @@ def plot_ablations(results: pd.DataFrame, task: str, paper: pd.DataFrame | None 
     ax.set_xlabel("Effective k (tokens per forward pass)")
     ax.set_ylabel(metric_label(metric) + (f" [{variant}]" if variant else ""))
     ax.set_title(f"Ours: {task}, reference `{groups[0]['reference']}`")
+    low, high = ax.get_ylim()
+    if high - low < 1:  # all-equal accuracies (e.g. a few-step run): no 1e-17 axis
+        ax.set_ylim(min(low, 0) - 2, max(high, 0) + 10)
     if paper is not None:
         ax2 = axes[0, 1]
         shown = []
