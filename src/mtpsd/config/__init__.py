@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,19 @@ __all__ = [
     "Config", "ConfigError", "DataConfig", "DecodeConfig", "EvalConfig", "ModelConfig",
     "PretrainConfig", "SyntheticConfig", "TinyModelConfig", "TrainConfig",
     "deep_merge", "load_config", "merge_sources", "read_yaml", "resolve", "load_resolved",
+    "SEED_REPLICATE", "seed_base",
 ]
+
+# A seed replicate of run (or model) <base> is named <base>-seed<N> (config/seeds.yaml): the same
+# config but for its seeds. The report groups replicates (mtpsd.reporting.seed_spread) and the
+# plan times them with <base>'s speed figures (mtpsd.evaluation.plan).
+SEED_REPLICATE = re.compile(r"^(?P<base>.+)-seed(?P<seed>\d+)$")
+
+
+def seed_base(name: str) -> str:
+    """``<base>`` of a seed replicate's name ``<base>-seed<N>`` (a run or model name), else the name."""
+    m = SEED_REPLICATE.match(name)
+    return m.group("base") if m else name
 
 
 @dataclass

@@ -44,6 +44,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtpsd.config import seed_base
 from mtpsd.errors import MtpsdError
 
 # Test documents of each task's hub split (dataset facts: openai/gsm8k main test,
@@ -267,8 +268,6 @@ def find_figure(figures: list[SpeedFigure], model: str, run: str, dtype: str, ba
     """The figure for this model, dtype and batch size: the setting's own (exact) or static-k1's.
     A seed replicate ``<model>-seed<N>`` (config/seeds.yaml: same architecture, other seeds)
     uses ``<model>``'s figures."""
-    from mtpsd.reporting.seed_spread import seed_base
-
     names = {model, seed_base(model)}
     mine = [f for f in figures if f.dtype == dtype and f.batch_size == batch_size
             and (f.model in names or f.model == run or f"runs/{run}/" in f.source)]

@@ -10,17 +10,10 @@ here picks a seed.
 
 from __future__ import annotations
 
-import re
 import numpy as np
 import pandas as pd
 
-_SEED = re.compile(r"^(?P<base>.+)-seed(?P<seed>\d+)$")
-
-
-def seed_base(name: str) -> str:
-    """``<base>`` of a seed replicate's name ``<base>-seed<N>`` (a run or model name), else the name."""
-    m = _SEED.match(name)
-    return m.group("base") if m else name
+from mtpsd.config import SEED_REPLICATE
 
 
 def seed_groups(runs) -> dict[str, list[str]]:
@@ -28,10 +21,10 @@ def seed_groups(runs) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
     runs = list(runs)
     for run in runs:
-        m = _SEED.match(run)
+        m = SEED_REPLICATE.match(run)
         if m and m.group("base") in runs:
             groups.setdefault(m.group("base"), [m.group("base")]).append(run)
-    return {b: [b] + sorted(r[1:], key=lambda x: int(_SEED.match(x).group("seed"))) for b, r in groups.items()}
+    return {b: [b] + sorted(r[1:], key=lambda x: int(SEED_REPLICATE.match(x).group("seed"))) for b, r in groups.items()}
 
 
 def mean_sd(values) -> tuple[float, float]:
