@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from mtpsd.reporting.report import HOLDS, build_report, run_claims
+from mtpsd.reporting.report import HOLDS, NO_DATA, build_report, run_claims
 from mtpsd.reporting.seed_spread import claim_counts, mean_sd, seed_groups, setting_table
 
 
@@ -50,7 +50,7 @@ def test_claim_counts_and_setting_table(results):
     df, _ = results
     runs = ["tiny", "tiny-seed1", "tiny-seed2"]
     claims = {r: run_claims(df, r, "synth_math", None) for r in runs}
-    lines, nums = claim_counts(claims, runs, HOLDS)
+    lines, nums = claim_counts(claims, runs, HOLDS, NO_DATA)
     # headline: drops 1.0, 6.0, 1.5 at eff_k 3.4, 3.5, 3.3: seeds 0 and 2 hold it
     assert nums["headline.seeds_holding"] == 2
     assert nums["headline.drop.mean"] == pytest.approx(17 / 6)

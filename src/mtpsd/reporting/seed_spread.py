@@ -40,7 +40,7 @@ def _fmt(mean: float, sd: float, digits: int) -> str:
 
 
 def claim_counts(claims_of: dict[str, list], runs: list[str], holds: str,
-                 no_data: str = "no data") -> tuple[list[str], dict]:
+                 no_data: str) -> tuple[list[str], dict]:
     """Markdown table: per claim (``mtpsd.reporting.report.Claim``), the seeds holding it (status ``holds``)
     out of the seeds with data for it (status not ``no_data``), and mean ± sd of its numbers
     over those seeds; and those numbers."""
