@@ -48,14 +48,10 @@ PRETRAINED_MODELS = [
 ]
 
 
-def config_json():
-    """The merged Snakemake config, passed to `mtpsd resolve-config`."""
-    return json.dumps(config, sort_keys=True)
-
-
-# the resolve rules read the merged config from the environment: as params, a changed value
-# would re-run them, which Snakemake 9 mishandles (mtpsd.config.resolved)
-os.environ["MTPSD_CONFIG_JSON"] = config_json()
+# The merged Snakemake config, which the resolve rules pass to `mtpsd resolve-config` from the
+# environment: as params, a changed value would re-run them, which Snakemake 9 mishandles
+# (mtpsd.config.resolved).
+os.environ["MTPSD_CONFIG_JSON"] = json.dumps(config, sort_keys=True)
 
 
 envvars:
