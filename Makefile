@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 # Pinned CPU numerics (same numbers on every x86-64 machine); MTPSD_NUMERICS=native turns them off
 ifneq ($(MTPSD_NUMERICS),native)
 include src/mtpsd/numerics.env
-export MKL_CBWR ATEN_CPU_CAPABILITY ONEDNN_MAX_CPU_ISA MTPSD_THREADS
+export MKL_CBWR ATEN_CPU_CAPABILITY ONEDNN_MAX_CPU_ISA
 endif
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1

@@ -25,7 +25,7 @@ FIXTURE = REPO / "tests" / "fixtures" / "fingerprint.json"
 
 def test_env_file_is_the_one_source():
     env = numerics.pinned_env()
-    assert {"MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MTPSD_THREADS"} <= set(env)
+    assert {"MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"} <= set(env)
     makefile = (REPO / "Makefile").read_text()
     assert "include src/mtpsd/numerics.env" in makefile
     exported = next(line for line in makefile.splitlines() if line.startswith("export MKL_CBWR"))
@@ -77,10 +77,14 @@ def test_fingerprint_reproduces_exactly(tmp_path):
     if reason:
         pytest.skip(reason)
     env = {k: v for k, v in os.environ.items() if k not in numerics.pinned_env()}  # the file alone decides
+    # the fixture was made with 2 threads: computing it with 1 also pins that the thread count
+    # does not move the weights (the workflow shares cores out among side-by-side trainings)
+    env["OMP_NUM_THREADS"] = "1"
     out = subprocess.run([sys.executable, "-m", "mtpsd", "fingerprint", "--check", str(FIXTURE),
                           "--out", str(tmp_path / "fp.json")], env=env, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
     got = json.loads((tmp_path / "fp.json").read_text())
     assert got["setting"]["numerics"]["mode"] == "pinned"
+    assert got["setting"]["threads"] == 1 and json.loads(FIXTURE.read_text())["setting"]["threads"] == 2
     assert len(got["pretrain_losses"]) == 30 and len(got["distill_losses"]) == 30

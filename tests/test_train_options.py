@@ -97,6 +97,19 @@ def test_train_mtp_options_give_same_run(init_and_data):
 
 # ---- launch prefix and accelerate configs --------------------------------------------------
 
+
+def test_cpu_threads_are_shared_among_trainings_that_run_at_once():
+    from mtpsd.training.launch import cpu_threads_per_job
+
+    assert cpu_threads_per_job(2, 1, most=64) == 2  # the default: one training, both cores
+    assert cpu_threads_per_job(2, 5, most=64) == 1  # the seeds overlay: one each, two at a time
+    assert cpu_threads_per_job(16, 5, most=64) == 3
+    assert cpu_threads_per_job(16, 1, most=2) == 2  # capped
+    assert cpu_threads_per_job(None, 5, most=64) == 64  # no --cores (cluster): the cap
+    with pytest.raises(ValueError):
+        cpu_threads_per_job(2, 0, most=2)
+
+
 def _tc(**kw):
     return TrainConfig(**{"global_batch_size": 128, "micro_batch_size": 8, **kw})
 

@@ -73,6 +73,19 @@ def test_seed_runs_pretrain_their_own_base_model_from_their_own_seed(tmp_path):
 
 
 @pytest.mark.workflow
+def test_several_trainings_share_the_cores(tmp_path):
+    """One run trains on both cores; the seeds overlay's five train one thread each, two at a time."""
+    _scratch_copy(tmp_path)
+    default = snakemake("-n", "-p", "--cores", "2", cwd=tmp_path)
+    seeds = snakemake("-n", "-p", "--cores", "2", "--configfile", "config/seeds.yaml", cwd=tmp_path)
+    assert default.returncode == 0 and seeds.returncode == 0, default.stderr + seeds.stderr
+    assert default.stdout.count("--threads 2") == 1 and default.stdout.count("threads: 2") == 2  # pretrain, train
+    assert seeds.stdout.count("--threads 1") == 5 and "threads: 2" not in seeds.stdout
+    wide = snakemake("-n", "-p", "--cores", "16", "--configfile", "config/seeds.yaml", cwd=tmp_path)
+    assert wide.stdout.count("threads: 3") == 5, "16 cores over 5 trainings: 3 threads each"
+
+
+@pytest.mark.workflow
 def test_published_overlay_evaluates_without_training(tmp_path):
     _scratch_copy(tmp_path)
     proc = snakemake("-n", "--quiet", "rules", "--configfile", "config/paper.yaml", "config/published.yaml",

@@ -61,8 +61,6 @@ def compute(workdir: str | Path | None = None) -> dict:
     from mtpsd.tokenizer_train import train_tokenizer
     from mtpsd.training.loop import train_mtp
 
-    threads = numerics.train_threads(torch.get_num_threads())
-    torch.set_num_threads(threads)
     cfg = _config()
     rows = generate_splits(400, 0, 0, seed=0)["train"]
     tok = train_tokenizer([r["question"] + "\n\n" + r["answer"] for r in rows], vocab_size=cfg.model.tiny.vocab_size)

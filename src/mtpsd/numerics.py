@@ -1,18 +1,20 @@
 """Pinned CPU numerics: the same weights and numbers on every x86-64 machine.
 
 Trained weights depend on which CPU code path the math libraries pick (MKL's AVX-512 vs
-AVX2 kernels, ATen's vectorised kernels, oneDNN) and on how many threads split a
-reduction. After thousands of steps such differences become a different model, so the
+AVX2 kernels, ATen's vectorised kernels, oneDNN). After thousands of steps such differences become a different model, so the
 default's headline could flip from one machine to the next. ``numerics.env`` beside this
 file pins all of them; it is the only place they are set:
 
 - the Makefile includes it (``make reproduce``, ``make test`` export it);
 - ``mtpsd`` (every rule of the DAG) and the test suite call :func:`apply` before torch is
-  imported;
-- training and pretraining take :func:`train_threads` threads.
+  imported.
 
-``MTPSD_NUMERICS=native`` turns pinning off (faster on AVX-512/AMX CPUs and with more
-threads, but numbers then depend on the machine). Environment variables already set by
+The thread count is free: under the pins it does not change the tiny path's weights
+(``numerics.env`` says what was measured), so the workflow shares the cores out among
+trainings that run side by side.
+
+``MTPSD_NUMERICS=native`` turns pinning off (faster on AVX-512/AMX CPUs, but numbers then
+depend on the machine). Environment variables already set by
 the caller win over the file (so ``make`` and a user's explicit choice are respected).
 """
 
@@ -64,13 +66,6 @@ def apply(environ=None) -> dict[str, str]:
     added = {k: v for k, v in pinned_env().items() if k not in environ}
     environ.update(added)
     return added
-
-
-def train_threads(requested: int | None = None) -> int | None:
-    """Torch threads for training: the pinned count, or ``requested`` with pinning off."""
-    if enabled():
-        return int(os.environ.get("MTPSD_THREADS") or pinned_env()["MTPSD_THREADS"])
-    return requested
 
 
 def describe() -> dict:

@@ -28,7 +28,6 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mtpsd import numerics
 from mtpsd.data.prompts import encode_example, encode_prompt, extract_answer, require_eos
 from mtpsd.errors import MtpsdError
 from mtpsd.io import atomic_write_json, provenance
@@ -156,7 +155,6 @@ def pretrain_base(cfg, train_rows: list[dict], validation_rows: list[dict], test
     Writes ``out_dir/base_metrics.json`` (loss curve, validation loss, greedy test accuracy,
     wall times, provenance). The model is saved in float32.
     """
-    threads = numerics.train_threads(threads)
     if threads:
         torch.set_num_threads(threads)
     tiny, pc = cfg.model.tiny, cfg.model.pretrain

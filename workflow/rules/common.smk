@@ -13,7 +13,11 @@ from mtpsd.config import resolve
 from mtpsd.config.resolved import refresh_resolved
 from mtpsd.errors import MtpsdError
 from mtpsd.evaluation.plan import evaluation_grid
-from mtpsd.training.launch import train_command_shell, train_num_gpus
+from mtpsd.training.launch import (
+    cpu_threads_per_job,
+    train_command_shell,
+    train_num_gpus,
+)
 from mtpsd.plotting import ABLATION_FIGURE, FIGURES
 from mtpsd.settings import parse_setting
 from mtpsd.workflow_env import export_source_dir
@@ -153,6 +157,17 @@ def train_launcher(wildcards):
     """`mtpsd` or `accelerate launch --config_file X -m mtpsd` (train.accelerate_config);
     already shell-quoted."""
     return train_command_shell(RUN_CFG[wildcards.run])
+
+
+def training_threads(side_by_side, most):
+    """A threads function: --cores shared out among the trainings that may run at once (one
+    per scratch base model, or one per trained run), so that the seeds and ablations overlays
+    train side by side (mtpsd.training.launch.cpu_threads_per_job)."""
+
+    def threads(wildcards):
+        return cpu_threads_per_job(workflow._cores, len(set(side_by_side)), most)
+
+    return threads
 
 
 def train_gpus(wildcards):

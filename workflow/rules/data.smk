@@ -78,9 +78,12 @@ rule pretrain_base:
         "results/benchmarks/pretrain_base/{model}.tsv"
     wildcard_constraints:
         model=names_regex(SCRATCH_MODELS),
+    # trainings first: the evaluations fill the cores around them
+    priority: 1
     conda:
         "../envs/mtp.yaml"
-    threads: 2
+    # the tiny model gains little beyond 2 threads; several base models share the cores
+    threads: training_threads(SCRATCH_MODELS, most=2)
     params:
         sections=model_config_params,
     shell:

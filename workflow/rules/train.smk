@@ -34,6 +34,7 @@ rule add_mtp_token:
         "results/runs/{run}/logs/add_mtp_token.log",
     benchmark:
         "results/runs/{run}/benchmarks/add_mtp_token.tsv"
+    priority: 1
     conda:
         "../envs/mtp.yaml"
     params:
@@ -57,8 +58,11 @@ rule train_mtp:
         "results/runs/{run}/benchmarks/train_mtp.tsv"
     wildcard_constraints:
         run=names_regex(TRAINED_RUNS),
+    priority: 1
     conda:
         "../envs/mtp.yaml"
+    # every core, or a share of them when several runs train (the seeds, ablations overlays)
+    threads: training_threads(TRAINED_RUNS, most=64)
     resources:
         gpu=train_gpus,
     params:

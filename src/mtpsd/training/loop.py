@@ -47,7 +47,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mtpsd import numerics
 from mtpsd.checkpoint import mtp_token_id_of, resolve_device, resolve_dtype
 from mtpsd.errors import MtpsdError
 from mtpsd.flex import resolve_attn_implementation
@@ -166,8 +165,6 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
 
     tc = cfg.train
     dev = resolve_device(device)
-    if dev.type == "cpu":  # the thread count is part of the numerics (mtpsd.numerics)
-        torch.set_num_threads(numerics.train_threads(torch.get_num_threads()))
     dtype = resolve_dtype(cfg.model.dtype, dev)
     low = dtype == torch.bfloat16 and tc.precision == "mixed"  # autocast over float32 master weights
     accelerator = Accelerator(mixed_precision="bf16" if low else "no", cpu=dev.type == "cpu")
