@@ -1,9 +1,9 @@
 """Pinned CPU numerics: the same weights and numbers on every x86-64 machine.
 
 Trained weights depend on which CPU code path the math libraries pick (MKL's AVX-512 vs
-AVX2 kernels, ATen's vectorised kernels, oneDNN). After thousands of steps such differences become a different model, so the
-default's headline could flip from one machine to the next. ``numerics.env`` beside this
-file pins all of them; it is the only place they are set:
+AVX2 kernels, ATen's vectorised kernels, oneDNN). After thousands of steps such differences
+become a different model, so the default's headline could flip from one machine to the
+next. ``numerics.env`` beside this file pins all of them; it is the only place they are set:
 
 - the Makefile includes it (``make reproduce``, ``make test`` export it);
 - ``mtpsd`` (every rule of the DAG) and the test suite call :func:`apply` before torch is
@@ -14,8 +14,8 @@ The thread count is free: under the pins it does not change the tiny path's weig
 trainings that run side by side.
 
 ``MTPSD_NUMERICS=native`` turns pinning off (faster on AVX-512/AMX CPUs, but numbers then
-depend on the machine). Environment variables already set by
-the caller win over the file (so ``make`` and a user's explicit choice are respected).
+depend on the machine). Environment variables already set by the caller win over the file
+(so ``make`` and a user's explicit choice are respected).
 """
 
 from __future__ import annotations

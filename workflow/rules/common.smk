@@ -162,7 +162,10 @@ def train_launcher(wildcards):
 def training_threads(side_by_side, most):
     """A threads function: --cores shared out among the trainings that may run at once (one
     per scratch base model, or one per trained run), so that the seeds and ablations overlays
-    train side by side (mtpsd.training.launch.cpu_threads_per_job)."""
+    train side by side (mtpsd.training.launch.cpu_threads_per_job). A function, so that it is
+    evaluated only for jobs that exist (a profile without scratch models has no pretraining);
+    `workflow._cores` is None without --cores (cluster runs), where `workflow.cores` raises.
+    """
 
     def threads(wildcards):
         return cpu_threads_per_job(workflow._cores, len(set(side_by_side)), most)
