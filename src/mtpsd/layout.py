@@ -39,6 +39,7 @@ End of text and padding (method.md section 3, "End of text"):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -48,7 +49,15 @@ from mtpsd.errors import MtpsdError
 
 @dataclass
 class PackedLayout:
-    """The packed student input and its bookkeeping; every tensor is (B, L)."""
+    """The packed student input and its bookkeeping; every ``(B, L)`` tensor is contiguous.
+
+    Besides the ``(B, L)`` tensors, the layout carries what the loss reads at the ``S``
+    read-out rows (and the ``P`` NTP rows of ``prefix_loss``) as flat indices into the
+    ``B * L`` packed positions, and their counts as Python ints. All of it is computed on the
+    host when the layout is built, so the loss needs no data-dependent indexing (a boolean
+    mask selects a number of rows only known after a device-to-host read) and no count
+    read back from the device (:meth:`to` moves a layout to the training device).
+    """
 
     input_ids: torch.Tensor  # (B, L) student input (ground truth + <MTP>; pad filled with mtp id)
     position_ids: torch.Tensor  # (B, L)
@@ -62,22 +71,64 @@ class PackedLayout:
     next_gt: torch.Tensor  # (B, L) next ground-truth token at real gt positions (NTP target), -100 elsewhere
     valid: torch.Tensor  # (B, L) bool, not padding
     orig_index: torch.Tensor  # (B, L) source index t of ground-truth tokens, -1 for masks/padding
+    readout_index: torch.Tensor  # (S,) flat packed index b * L + i of the read-out rows, in packed order
+    readout_targets: torch.Tensor  # (S,) targets_gt at the read-out rows
+    readout_offset: torch.Tensor  # (S,) offset at the read-out rows
+    prefix_index: torch.Tensor  # (P,) flat packed index of the prefix positions (NTP rows), packed order
+    prefix_targets: torch.Tensor  # (P,) next_gt at the prefix positions
+    proposal_dst: torch.Tensor  # (Q,) flat packed index of every <MTP> input (real, not padding)
+    proposal_src: torch.Tensor  # (Q,) read-out row (0..S-1) whose proposal fills it: the packed position before
     k: int
+    attention: str  # "causal" | "bidirectional" (the student's mask among a region's <MTP> inputs)
     regions_per_row: list[list[int]]  # kept prediction positions p_r per row
     num_sampled: int = 0  # prediction positions given (>= 0), kept or not
 
     @property
     def num_supervised(self) -> int:
-        return int(self.readout.sum())
+        """S, the read-out rows (a host-side count)."""
+        return len(self.readout_index)
+
+    @property
+    def num_prefix(self) -> int:
+        """P, the NTP rows of ``prefix_loss`` (a host-side count)."""
+        return len(self.prefix_index)
 
     @property
     def prefix_positions(self) -> torch.Tensor:
         """(B, L) bool: ground-truth positions outside the regions with an NTP target."""
         return self.valid & ~self.is_mtp & ~self.readout & (self.next_gt >= 0)
 
+    @property
+    def student_is_causal(self) -> bool:
+        """Whether the student mask equals the causal one: ``attention="causal"``, or ``k <= 2``
+        (a region then has at most one ``<MTP>`` input, so "bidirectional" changes nothing)."""
+        return self.attention == "causal" or self.k <= 2
+
     def num_terms(self, prefix_loss: bool) -> int:
         """Loss terms this layout contributes (read-outs, plus NTP terms with prefix_loss)."""
-        return self.num_supervised + (int(self.prefix_positions.sum()) if prefix_loss else 0)
+        return self.num_supervised + (self.num_prefix if prefix_loss else 0)
+
+    def head_rows(self, prefix_loss: bool) -> torch.Tensor:
+        """(R,) flat packed indices of the rows whose logits the loss reads: the ``S``
+        read-outs, then (``prefix_loss``) the ``P`` prefix positions."""
+        return torch.cat([self.readout_index, self.prefix_index]) if prefix_loss else self.readout_index
+
+    def to(self, device) -> PackedLayout:
+        """The layout with its tensors on ``device`` (itself if they are there already).
+
+        A copy to CUDA goes through pinned memory without blocking (a plain copy from pageable
+        memory makes the host wait until the device has caught up: one synchronisation per tensor).
+        """
+        device = torch.device(device)
+        if self.input_ids.device == device:
+            return self
+        pin = device.type == "cuda" and self.input_ids.device.type == "cpu"
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
+
+        return dataclasses.replace(self, **{f.name: move(getattr(self, f.name)) for f in dataclasses.fields(self)
+                                            if isinstance(getattr(self, f.name), torch.Tensor)})
 
 
 def default_num_regions(n_tokens: int, k_max: int) -> int:
@@ -174,7 +225,8 @@ def build_layout(input_ids: torch.Tensor, prediction_positions: torch.Tensor, *,
                  eos_token_id: int | None = None) -> PackedLayout:
     """Pack ``input_ids (B, N)`` with regions at ``prediction_positions (B, M)`` (-1 = unused).
 
-    Returns a :class:`PackedLayout` of length ``L = max_b (gt_b + m_b (k - 1))``.
+    Returns a :class:`PackedLayout` of length ``L = max_b (gt_b + m_b (k - 1))`` on the device
+    of ``input_ids`` (it is built on the host).
     """
     if attention not in ("causal", "bidirectional"):
         raise MtpsdError(f"attention={attention!r}: choose 'causal' or 'bidirectional'")
@@ -184,7 +236,8 @@ def build_layout(input_ids: torch.Tensor, prediction_positions: torch.Tensor, *,
         raise MtpsdError("input_ids must be (B, N) and prediction_positions (B, M)")
     B, N = input_ids.shape
     dev = input_ids.device
-    am = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    input_ids, prediction_positions = input_ids.cpu(), prediction_positions.cpu()  # host work from here
+    am = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.cpu().bool()
     rows = []
     for b in range(B):
         ids = input_ids[b].tolist()
@@ -211,9 +264,11 @@ def build_layout(input_ids: torch.Tensor, prediction_positions: torch.Tensor, *,
         rows.append((seq, kept))
     L = max(1, max(len(s) for s, _ in rows))
     pad = [mtp_token_id, 0, -1, -1, -1, -100, -100]
-    table = torch.tensor([s + [pad] * (L - len(s)) for s, _ in rows], dtype=torch.long, device=dev)  # (B, L, 7)
-    valid = torch.tensor([[i < len(s) for i in range(L)] for s, _ in rows], dtype=torch.bool, device=dev)
-    tok, pos, orig, region, j, tgt, nxt = table.unbind(-1)
+    # built on the host (the bookkeeping below indexes by value), then moved to input_ids' device
+    table = torch.tensor([s + [pad] * (L - len(s)) for s, _ in rows], dtype=torch.long)  # (B, L, 7)
+    valid = torch.tensor([[i < len(s) for i in range(L)] for s, _ in rows], dtype=torch.bool)
+    # contiguous: FlexAttention's compiled mask function cannot read strided views (mtpsd.flex)
+    tok, pos, orig, region, j, tgt, nxt = (c.contiguous() for c in table.unbind(-1))
     is_mtp = valid & (orig < 0)
     is_gt = valid & (orig >= 0)
     readout = region >= 0
@@ -227,11 +282,23 @@ def build_layout(input_ids: torch.Tensor, prediction_positions: torch.Tensor, *,
     gt_part = (q_gt | q_m) & k_gt & k_before
     mask_causal = gt_part | (q_m & k_m & same_region & causal_j)
     mask_student = mask_causal if attention == "causal" else gt_part | (q_m & k_m & same_region)
-    eye = torch.eye(L, dtype=torch.bool, device=dev)[None] & ~valid[:, :, None]
+    eye = torch.eye(L, dtype=torch.bool)[None] & ~valid[:, :, None]
+    offset = torch.where(readout, j.clamp(min=0), -1)
+    prefix = valid & ~is_mtp & ~readout & (nxt >= 0)
+    readout_index = readout.flatten().nonzero().squeeze(1)  # (S,) packed order
+    prefix_index = prefix.flatten().nonzero().squeeze(1)  # (P,)
+    # the teacher input: <MTP> input j of a region holds the proposal y'_j, read out at the
+    # packed position before it (x_{p_r} for j = 1, else <MTP> input j - 1: both read-out rows)
+    proposal_dst = is_mtp.flatten().nonzero().squeeze(1)  # (Q,)
+    proposal_src = torch.searchsorted(readout_index, proposal_dst - 1)  # (Q,) rows of readout_index
+    assert torch.equal(readout_index[proposal_src], proposal_dst - 1)
     return PackedLayout(
         input_ids=tok, position_ids=pos,
         attn_mask=(mask_student | eye)[:, None], causal_attn_mask=(mask_causal | eye)[:, None],
-        is_mtp=is_mtp, region=region, offset=torch.where(readout, j.clamp(min=0), -1),
-        readout=readout, targets_gt=tgt, next_gt=nxt, valid=valid, orig_index=orig, k=k,
-        regions_per_row=[kept for _, kept in rows], num_sampled=int((prediction_positions >= 0).sum()),
-    )
+        is_mtp=is_mtp, region=region, offset=offset, readout=readout, targets_gt=tgt, next_gt=nxt, valid=valid,
+        orig_index=orig, readout_index=readout_index, readout_targets=tgt.flatten()[readout_index],
+        readout_offset=offset.flatten()[readout_index], prefix_index=prefix_index,
+        prefix_targets=nxt.flatten()[prefix_index], proposal_dst=proposal_dst, proposal_src=proposal_src,
+        k=k, attention=attention, regions_per_row=[kept for _, kept in rows],
+        num_sampled=int((prediction_positions >= 0).sum()),
+    ).to(dev)
