@@ -17,19 +17,36 @@ For every region ``r`` (prediction position ``p = p_r``) and ``j = 1..k``:
 Every distribution is over the *allowed* vocabulary: ``<MTP>`` and vocabulary padding
 rows (``mtpsd.vocab.banned_token_ids``) are removed before any softmax, so they never
 win an argmax, carry no soft-target mass, and no ``0 * -inf`` appears. With this, at
-step 0 and ``k = 1`` the student and teacher are the same function: hard targets are
-the student's argmax and ``KL(P_T || P_S) = 0`` exactly.
+step 0 and ``k = 1`` the student and teacher are the same function *when they compute in
+the same precision*: hard targets are the student's argmax and ``KL(P_T || P_S) = 0``
+exactly. That holds for float32 (the CPU default) and for the one-GPU recipe
+(``train.precision: pure``: bf16 student and bf16 teacher). Under ``train.precision: mixed``
+with bf16 (the multi-GPU paper profile) they are two functions: the student keeps float32
+master weights under bf16 autocast, so its residual stream stays float32, while the frozen
+teacher runs in bf16; at step 0, k = 1, SmolLM2-135M on GSM8K texts, the KL is 0.0022 nats
+on average (max 0.031) and the hard target differs from the student's argmax at 0.6% of the
+read-outs (``benchmarks/precision.py``). A float32 teacher under the same autocast would make
+it 0 again at 2 more bytes per parameter (16 GB for 8B); the recipe keeps the bf16 teacher
+(config/README.md, "Precision").
+
+Cost: the output heads run only on the rows the loss reads (the ``S`` read-outs, plus the
+prefix rows with ``prefix_loss``): hidden states are selected first, then the head is applied
+(:func:`_head_on_rows`), so no ``(B, L, V)`` logits are formed. Everything the step indexes
+with is computed on the host with the layout (``mtpsd.layout``): nothing here waits for the
+device.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from mtpsd.errors import MtpsdError
-from mtpsd.flex import attention_mask_for
+from mtpsd.flex import layout_attention_masks
 from mtpsd.layout import PackedLayout, build_layout
 from mtpsd.vocab import banned_token_ids
 
@@ -60,9 +77,15 @@ class MTPLossOutput:
 
 def allowed_columns(vocab_rows: int, tokenizer_size: int | None, mtp_token_id: int,
                     device) -> torch.Tensor:
-    """Vocabulary ids that may be predicted, (V',)."""
-    banned = set(banned_token_ids(vocab_rows, tokenizer_size or vocab_rows, mtp_token_id))
-    return torch.tensor([i for i in range(vocab_rows) if i not in banned], dtype=torch.long, device=device)
+    """Vocabulary ids that may be predicted, (V',); built once per vocabulary and device
+    (a training step reuses it: no host work over the vocabulary, no copy to the device)."""
+    return _allowed_columns(vocab_rows, tokenizer_size or vocab_rows, mtp_token_id, torch.device(device))
+
+
+@functools.lru_cache(maxsize=8)
+def _allowed_columns(vocab_rows: int, tokenizer_size: int, mtp_token_id: int, device: torch.device) -> torch.Tensor:
+    banned = set(banned_token_ids(vocab_rows, tokenizer_size, mtp_token_id))
+    return torch.tensor(sorted(set(range(vocab_rows)) - banned), dtype=torch.long).to(device)
 
 
 def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -70,39 +93,72 @@ def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
     return F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
 
 
-def _forward(model, ids, layout: PackedLayout, *, teacher: bool) -> torch.Tensor:
-    """Logits (B, L, V) of ``model`` on a packed input.
+def _unwrap(model):
+    """The HF model inside DDP / accelerate wrappers (FSDP2 shards in place: no wrapper)."""
+    while not hasattr(model, "get_output_embeddings") and hasattr(model, "module"):
+        model = model.module
+    return model
 
-    The mask is the layout's student mask, or its causal mask for the teacher: a dense 4D
-    bool tensor for sdpa, a FlexAttention ``BlockMask`` for flex_attention (``mtpsd.flex``).
+
+@contextlib.contextmanager
+def _head_on_rows(model, rows: torch.Tensor):
+    """While active, ``model``'s output head sees only the hidden states of ``rows`` (flat
+    indices into the ``B * L`` packed positions): its input ``(B, L, h)`` becomes ``(R, h)`` and
+    the model's logits ``(R, V)``. The model's own forward still runs (wrappers' hooks fire:
+    DDP, FSDP2, accelerate's autocast and fp32 output conversion)."""
+    head = _unwrap(model).get_output_embeddings()
+
+    def select(_module, args):
+        hidden = args[0]
+        return (hidden.reshape(-1, hidden.shape[-1]).index_select(0, rows),) + tuple(args[1:])
+
+    handle = head.register_forward_pre_hook(select)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _forward(model, ids, layout: PackedLayout, mask, rows: torch.Tensor) -> torch.Tensor:
+    """Logits ``(R, V)`` of ``model`` on a packed input at the flat packed positions ``rows``.
+
+    ``mask``: the layout's student mask, or its causal mask for the teacher (a dense 4D bool
+    tensor for sdpa, a FlexAttention ``BlockMask`` for flex_attention; ``mtpsd.flex``).
     """
-    mask = attention_mask_for(model, layout, teacher=teacher)
-    return model(input_ids=ids, position_ids=layout.position_ids, attention_mask=mask,
-                 use_cache=False).logits
+    with _head_on_rows(model, rows):
+        return model(input_ids=ids, position_ids=layout.position_ids, attention_mask=mask, use_cache=False).logits
 
 
 def mtp_loss_from_layout(student, teacher, layout: PackedLayout, *, teacher_mode: str = "hard",
                          prefix_loss: bool = False, tokenizer_size: int | None = None,
                          mtp_token_id: int) -> MTPLossOutput:
-    """:func:`mtp_loss` on a prebuilt layout (the training loop builds layouts first)."""
+    """:func:`mtp_loss` on a prebuilt layout (the training loop builds layouts first).
+
+    The output heads run only on the rows the loss reads (the ``S`` read-outs, plus the
+    ``P`` prefix rows with ``prefix_loss``; the teacher's on the ``S`` read-outs): the
+    ``(B, L, V)`` logits of every packed position are never formed. Every index is the
+    layout's (built on the host), so the step reads nothing back from the device.
+    """
     if teacher_mode not in TEACHER_MODES:
         raise MtpsdError(f"teacher_mode={teacher_mode!r}: choose one of {', '.join(TEACHER_MODES)}")
-    logits = _forward(student, layout.input_ids, layout, teacher=False)  # (B, L, V)
+    s_mask, t_mask = layout_attention_masks(student, None if teacher_mode == "gt" else teacher, layout)
+    S = layout.num_supervised
+    logits = _forward(student, layout.input_ids, layout, s_mask, layout.head_rows(prefix_loss))  # (S [+ P], V)
     V = logits.shape[-1]
     allowed = allowed_columns(V, tokenizer_size, mtp_token_id, logits.device)  # (V',)
-    s_logits = logits[layout.readout]  # (S, V), region order then j (packed order)
+    s_logits = logits[:S]  # (S, V), region order then j (packed order)
     s_logp = _log_softmax(s_logits.index_select(-1, allowed))  # (S, V')
     s_arg = allowed[s_logp.detach().argmax(-1)]  # (S,) proposals y'_j
     t_logits = kl = None
     if teacher_mode == "gt":
-        targets = layout.targets_gt[layout.readout]
+        targets = layout.readout_targets
         terms = -s_logp.gather(-1, torch.searchsorted(allowed, targets)[:, None])[:, 0]  # (S,)
     else:
-        # mask j of a region holds y'_j = the proposal at the previous packed position
-        prop = torch.zeros_like(layout.input_ids).masked_scatter(layout.readout, s_arg)  # (B, L)
-        t_ids = torch.where(layout.is_mtp, torch.roll(prop, 1, dims=1), layout.input_ids)
+        # <MTP> input j of a region holds y'_j, the proposal read out at the packed position before it
+        t_ids = layout.input_ids.flatten().index_copy(
+            0, layout.proposal_dst, s_arg.index_select(0, layout.proposal_src)).view_as(layout.input_ids)  # (B, L)
         with torch.no_grad():
-            t_logits = _forward(teacher, t_ids, layout, teacher=True)[layout.readout]  # (S, V)
+            t_logits = _forward(teacher, t_ids, layout, t_mask, layout.readout_index)  # (S, V)
             t_logp = _log_softmax(t_logits.index_select(-1, allowed))  # (S, V')
             targets = allowed[t_logp.argmax(-1)]
             kl = (t_logp.exp() * (t_logp - s_logp.detach())).sum(-1)
@@ -113,11 +169,10 @@ def mtp_loss_from_layout(student, teacher, layout: PackedLayout, *, teacher_mode
     total, count = terms.sum(), terms.numel()
     n_prefix = 0
     if prefix_loss:
-        sel = layout.prefix_positions  # (B, L)
-        p_logp = _log_softmax(logits[sel].index_select(-1, allowed))
-        nxt = torch.searchsorted(allowed, layout.next_gt[sel])
+        p_logp = _log_softmax(logits[S:].index_select(-1, allowed))  # (P, V')
+        nxt = torch.searchsorted(allowed, layout.prefix_targets)
         total = total - p_logp.gather(-1, nxt[:, None]).sum()
-        n_prefix = int(sel.sum())
+        n_prefix = layout.num_prefix
         count += n_prefix
     loss = total / max(count, 1)
     with torch.no_grad():
@@ -126,7 +181,7 @@ def mtp_loss_from_layout(student, teacher, layout: PackedLayout, *, teacher_mode
         ent = -(probs * s_logp.detach()).sum(-1)
     return MTPLossOutput(
         loss=loss, student_logits=s_logits, targets=targets, teacher_logits=t_logits,
-        offset=layout.offset[layout.readout], student_argmax=s_arg, student_conf=conf,
+        offset=layout.readout_offset, student_argmax=s_arg, student_conf=conf,
         student_entropy=ent, kl=kl, num_prefix=n_prefix, layout=layout,
     )
 
