@@ -5,7 +5,16 @@ One optimizer step = ``global_batch_size`` texts, split into micro-batches of
 micro-batch). The loss of a step is the mean over all its supervised positions:
 micro-batch ``i`` contributes ``loss_i * n_i / n_total`` (``n`` = loss terms), so the
 step's gradient does not depend on how the batch is split. AdamW (``train.optimizer``, training.optim),
-``lr_s = lr * min(1, (s + 1) / warmup_steps)`` (linear warm-up, then constant).
+``lr_s = lr * min(1, (s + 1) / warmup_steps)`` (linear warm-up, then constant), where ``s``
+counts optimizer steps whatever the number of processes (accelerate's default would step a
+prepared scheduler once per process: ``step_scheduler_with_optimizer=False``).
+
+A step (:func:`train_step`) is host work, then device work that never waits for the device:
+the layouts are built on the host with every count and index the loss needs
+(``mtpsd.layout``), each is copied to the device without blocking, the output heads run only
+on the read-out rows (``mtpsd.objective``), and the step's loss and metrics stay on the device
+until a logging step reads them (training.metrics); tests/test_train_step.py counts host
+synchronisations (training.host_sync): none per step.
 
 Precision (``train.precision``): ``mixed`` = float32 on CPU; on GPU (dtype auto/bfloat16)
 float32 master weights with bf16 autocast (accelerate ``mixed_precision="bf16"``) and a bf16
@@ -38,7 +47,6 @@ model is ``out`` (training.memory_plan.disk_plan sizes all of it).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import shutil
 import time
 import warnings
@@ -51,7 +59,7 @@ from mtpsd.checkpoint import mtp_token_id_of, resolve_device, resolve_dtype
 from mtpsd.errors import MtpsdError
 from mtpsd.flex import resolve_attn_implementation
 from mtpsd.io import atomic_write_json, atomic_write_jsonl, provenance, read_jsonl
-from mtpsd.layout import batch_ends, build_layout, default_num_regions, sample_batch_layout
+from mtpsd.layout import PackedLayout, batch_ends, build_layout, default_num_regions, sample_batch_layout
 from mtpsd.mtp_token import save_model_dir
 from mtpsd.objective import mtp_loss_from_layout
 from mtpsd.training.memory_plan import check_run_fits
@@ -150,6 +158,55 @@ def _prune(newest: Path, keep_steps: set[int]) -> None:
             (old / "trainer_state.json").unlink(missing_ok=True)
 
 
+def _step_layouts(tok, stream: TextStream, cfg, *, n_micro: int, n_regions: int, layout_rng: torch.Generator,
+                  mtp_id: int, pad_id: int, eos_id: int | None) -> list[tuple[int, PackedLayout]]:
+    """The ``(k, layout)`` of every micro-batch of one optimizer step, built on the host. Every
+    process builds every layout (cheap), so all agree on the step's number of loss terms."""
+    tc = cfg.train
+    layouts = []
+    for _ in range(n_micro):
+        ids, am = _encode_batch(tok, stream.take(tc.micro_batch_size), cfg, pad_id)
+        k, pos = sample_batch_layout(am.sum(1).tolist(), k_max=tc.k_max, num_regions=n_regions,
+                                     random_k=tc.random_k, generator=layout_rng, ends=batch_ends(ids, am, eos_id))
+        layouts.append((k, build_layout(ids, pos, k=k, mtp_token_id=mtp_id, attention=tc.attention,
+                                        attention_mask=am, eos_token_id=eos_id)))
+    return layouts
+
+
+def train_step(accelerator, student, teacher, optimizer, scheduler, layouts: list[tuple[int, PackedLayout]], *,
+               tc, tokenizer_size: int, mtp_token_id: int, window: MetricsWindow) -> int:
+    """One optimizer step over host-built ``layouts`` (all micro-batches of the step; this
+    process runs every P-th); returns the number of micro-batches it ran.
+
+    Nothing here reads a value back from the device (tests/test_train_step.py counts): the
+    loss weights are host counts from the layouts, the step's loss and the metrics stay on the
+    device in ``window`` until a logging step reads them (:meth:`MetricsWindow.row`).
+    """
+    P = accelerator.num_processes
+    n_total = max(sum(lay.num_terms(tc.prefix_loss) for _, lay in layouts), 1)
+    step_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+    mine = layouts[accelerator.process_index::P]
+    for i, (k, lay) in enumerate(mine):
+        weight = lay.num_terms(tc.prefix_loss) / n_total
+        lay = lay.to(accelerator.device)
+        ctx = accelerator.no_sync(student) if i < len(mine) - 1 else contextlib.nullcontext()
+        with ctx:
+            res = mtp_loss_from_layout(student, teacher, lay, teacher_mode=tc.teacher_mode,
+                                       prefix_loss=tc.prefix_loss, tokenizer_size=tokenizer_size,
+                                       mtp_token_id=mtp_token_id)
+            share = res.loss * weight
+            accelerator.backward(share * P)  # DDP/FSDP average over processes
+        step_loss += share.detach()
+        window.add_micro(res, k)
+        del res  # its (S, V) logits would otherwise live through the next forward
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    # float32, as the per-step loss always was (a float32 all-reduce), then summed in float64
+    window.add_step(accelerator.reduce(step_loss.float(), "sum"))
+    return len(mine)
+
+
 def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: str | Path,
               out: str | Path, metrics_path: str | Path, device: str | None = None,
               stop_after: int | None = None, progress: bool = True,
@@ -167,10 +224,16 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
     dev = resolve_device(device)
     dtype = resolve_dtype(cfg.model.dtype, dev)
     low = dtype == torch.bfloat16 and tc.precision == "mixed"  # autocast over float32 master weights
-    accelerator = Accelerator(mixed_precision="bf16" if low else "no", cpu=dev.type == "cpu")
+    # the schedule counts optimizer steps: accelerate's default would step a prepared scheduler
+    # once per process at every optimizer step (P times too fast a warm-up on P processes)
+    accelerator = Accelerator(mixed_precision="bf16" if low else "no", cpu=dev.type == "cpu",
+                              step_scheduler_with_optimizer=False)
     init, checkpoint_dir = Path(init), Path(checkpoint_dir)
     if not (init / "config.json").is_file():
         raise MtpsdError(f"{init}: not a checkpoint directory (run `mtpsd add-mtp-token` first)")
+    from transformers import AutoConfig
+
+    attn = resolve_attn_implementation(tc.attn_implementation, accelerator.device, AutoConfig.from_pretrained(init))
     from accelerate.utils import DistributedType, set_seed
 
     set_seed(tc.seed)  # global RNGs: adamw8bit's stochastic rounding draws from them (saved in state/)
@@ -186,7 +249,6 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
                          f"micro_batch_size x processes = {tc.micro_batch_size * P}")
     tok = AutoTokenizer.from_pretrained(init)
     master = dtype if tc.precision == "pure" or dtype == torch.float64 else torch.float32
-    attn = resolve_attn_implementation(tc.attn_implementation, accelerator.device)
     student = AutoModelForCausalLM.from_pretrained(init, dtype=master, attn_implementation=attn)
     with _full_weights_on_every_rank():
         teacher = AutoModelForCausalLM.from_pretrained(init, dtype=dtype, attn_implementation=attn)
@@ -223,43 +285,18 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
     micro_seen, warned_regions = 0, False
     bar = tqdm(total=tc.steps, initial=step, desc="train-mtp", disable=not (progress and accelerator.is_main_process))
     while step < tc.steps and (stop_after is None or step < stop_after):
-        # every process builds every layout (cheap) so all agree on n_total; it runs its share
-        layouts = []
-        for _ in range(n_micro):
-            ids, am = _encode_batch(tok, stream.take(tc.micro_batch_size), cfg, pad_id)
-            k, pos = sample_batch_layout(am.sum(1).tolist(), k_max=tc.k_max, num_regions=n_regions,
-                                         random_k=tc.random_k, generator=layout_rng,
-                                         ends=batch_ends(ids, am, eos_id))
-            layouts.append((k, build_layout(ids, pos, k=k, mtp_token_id=mtp_id, attention=tc.attention,
-                                            attention_mask=am, eos_token_id=eos_id)))
-        n_total = max(sum(lay.num_terms(tc.prefix_loss) for _, lay in layouts), 1)
-        step_loss = 0.0
-        mine = layouts[accelerator.process_index::P]
-        for i, (k, lay) in enumerate(mine):
-            lay = _to(lay, accelerator.device)
-            ctx = accelerator.no_sync(student) if i < len(mine) - 1 else contextlib.nullcontext()
-            with ctx:
-                res = mtp_loss_from_layout(student, teacher, lay, teacher_mode=tc.teacher_mode,
-                                           prefix_loss=tc.prefix_loss, tokenizer_size=len(tok),
-                                           mtp_token_id=mtp_id)
-                share = res.loss * (lay.num_terms(tc.prefix_loss) / n_total)
-                accelerator.backward(share * P)  # DDP/FSDP average over processes
-            step_loss += float(share.detach())
-            window.add_micro(res, k)
-            del res  # its (S, V) logits would otherwise live through the next forward
-            micro_seen += 1
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        layouts = _step_layouts(tok, stream, cfg, n_micro=n_micro, n_regions=n_regions, layout_rng=layout_rng,
+                                mtp_id=mtp_id, pad_id=pad_id, eos_id=eos_id)
+        micro_seen += train_step(accelerator, student, teacher, optimizer, scheduler, layouts, tc=tc,
+                                 tokenizer_size=len(tok), mtp_token_id=mtp_id, window=window)
         step += 1
         supervised_total += sum(lay.num_supervised for _, lay in layouts)
-        window.add_step(float(accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "sum")))
         bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.3f}")
         elapsed = elapsed0 + time.perf_counter() - t_start
         if step % tc.log_every == 0 or step == tc.steps:
             metrics.append(window.row(step=step, lr=float(scheduler.get_last_lr()[0]), supervised_total=supervised_total,
                                       elapsed=elapsed, micro_batches=micro_seen))
+            bar.set_postfix(loss=f"{metrics[-1]['loss']:.3f}")
             window.reset()
             micro_seen = 0
             kept = metrics[-1]["regions_kept"]
@@ -326,12 +363,3 @@ class _StateDictModel:
 
     def save_pretrained(self, path):
         self.model.save_pretrained(path, state_dict=self.state_dict)
-
-
-def _to(layout, device):
-    """The layout's tensors on ``device``."""
-    if layout.input_ids.device == torch.device(device):
-        return layout
-    return dataclasses.replace(layout, **{f.name: getattr(layout, f.name).to(device)
-                                          for f in dataclasses.fields(layout)
-                                          if isinstance(getattr(layout, f.name), torch.Tensor)})
