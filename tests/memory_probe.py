@@ -1,6 +1,13 @@
 """Peak RSS increase of a few real ``train_mtp`` steps, in a fresh process (for test_memory_plan).
 
-    python -m tests.memory_probe ROOT CONFIG_JSON   ->  prints {"base", "peak", "increase"} (bytes)
+    python -m tests.memory_probe ROOT CONFIG_JSON [STEPS]
+        ->  prints {"base", "peak", "increase", "optimizer_step_increase"} (bytes)
+    python -m tests.memory_probe --adamw8bit-step compiled|eager quantized|float32 [ROWS COLS]
+        ->  prints {"numel", "temporaries"}: the peak above the start of one adamw8bit step of one
+            bf16 tensor (after a first step: states exist, torch.compile has compiled)
+
+``optimizer_step_increase``: the peak inside the optimizer steps alone (global optimizer step
+hooks reset the kernel's peak mark before each step and read it after), above the same base.
 
 The baseline is taken after a warm-up (load the model once, one tiny forward/backward,
 free it): import-time and first-use costs of transformers and torch (code pages, kernel
@@ -45,7 +52,7 @@ def _peak() -> int:
     return kib * 1024
 
 
-def main(root: str, config_json: str) -> None:
+def main(root: str, config_json: str, steps: str = "3") -> None:
     torch.set_num_threads(1)
     from transformers import AutoModelForCausalLM
 
@@ -61,11 +68,60 @@ def main(root: str, config_json: str) -> None:
     # without a reset, ru_maxrss would also hold peaks from before the baseline (imports,
     # loading the warm-up model), which once put 1.3 GB that is not training into the increase
     reset = _reset_peak()
+    peaks = {"outside": 0, "optimizer": 0}
+
+    def before_step(*_):
+        peaks["outside"] = max(peaks["outside"], _peak())
+        _reset_peak()
+
+    def after_step(*_):
+        peaks["optimizer"] = max(peaks["optimizer"], _peak())
+        _reset_peak()
+
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+    hooks = [register_optimizer_step_pre_hook(before_step),
+             register_optimizer_step_post_hook(after_step)] if reset else []
     train_mtp(cfg, init=f"{root}/mtp_init", train_path=f"{root}/train.jsonl", checkpoint_dir=f"{root}/c",
-              out=f"{root}/o", metrics_path=f"{root}/m.jsonl", device="cpu", progress=False, stop_after=3)
-    peak = _peak() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    print(json.dumps({"base": base, "peak": peak, "increase": peak - base}))
+              out=f"{root}/o", metrics_path=f"{root}/m.jsonl", device="cpu", progress=False, stop_after=int(steps))
+    for h in hooks:
+        h.remove()
+    if reset:
+        peak = max(peaks["outside"], peaks["optimizer"], _peak())
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    print(json.dumps({"base": base, "peak": peak, "increase": peak - base,
+                      "optimizer_step_increase": peaks["optimizer"] - base if reset else None}))
+
+
+def adamw8bit_step(mode: str, states: str, rows: str = "4096", cols: str = "4096") -> None:
+    torch.set_num_threads(1)
+    from torchao.optim import AdamW8bit
+
+    from mtpsd.training.optim import build_optimizer
+
+    shape = (int(rows), int(cols))
+    p = torch.nn.Parameter(torch.randn(shape, dtype=torch.bfloat16))
+    p.grad = torch.randn(shape, dtype=torch.bfloat16)
+    full = (p,) if states == "float32" else ()
+    if mode == "compiled":  # what training.optim runs on CUDA: torchao's own step, compiled
+        class Compiled(AdamW8bit):
+            def _new_buffer(self, q, signed):
+                return torch.zeros_like(q, dtype=torch.float32) if full else super()._new_buffer(q, signed)
+
+        opt = Compiled([p], lr=1e-3, weight_decay=0.01, bf16_stochastic_round=True)
+    else:  # training.optim on CPU: eager
+        opt = build_optimizer([p], name="adamw8bit", lr=1e-3, weight_dtype=torch.bfloat16, full_precision_state=full)
+    opt.step()
+    gc.collect()
+    base = _rss()
+    _reset_peak()
+    opt.step()
+    print(json.dumps({"numel": p.numel(), "temporaries": _peak() - base}))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if sys.argv[1] == "--adamw8bit-step":
+        adamw8bit_step(*sys.argv[2:])
+    else:
+        main(*sys.argv[1:4])

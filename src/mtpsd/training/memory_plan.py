@@ -27,13 +27,22 @@
   (h hidden, I MLP width, q = heads x head_dim, L: the float copy of the packed 4D mask).
   With gradient checkpointing only each layer's input stays (``h b_w`` per token and
   layer) and one layer is recomputed in the backward;
-- the loss head (mtpsd.objective): student logits ``(T, V)`` and the teacher's ``(T, V)``
-  in the compute dtype, and at the ``S = B M k_max`` read-out rows float32 log-softmaxes
-  and the KL temporaries (five ``(S, V)`` float32 tensors at once);
-- the optimizer step's temporaries (after the activations are freed): PyTorch AdamW's
-  foreach path on CUDA one float32 buffer of all parameters, on CPU one per tensor;
-  AdamW8bit float32 copies of the largest tensor (four in eager mode on CPU, one on CUDA
-  where torch.compile fuses the update).
+- the loss head (mtpsd.objective): the output heads run only on the rows the loss reads,
+  ``R = B (M k_max + N [prefix_loss])`` student rows and ``S = B M k_max`` teacher rows
+  (read-outs): student logits ``(R, V)``, the teacher's ``(S, V)`` in the compute dtype, float32
+  log-softmaxes and the KL temporaries (five ``(S, V)`` float32 tensors at once);
+- the fp32 output conversion (``precision: mixed`` under bf16 autocast): accelerate converts
+  the student's outputs to float32, so its ``(R, V)`` logits and their gradient are float32;
+- the optimizer step's temporaries, a phase of their own: the activations are freed by then,
+  so the peak is the larger of (activations, loss head, autocast copy) and the optimizer step,
+  on top of weights, gradients, states and teacher. Per tensor, largest counted (bytes per
+  element, measured on CPU by peak RSS on a 4096 x 4096 tensor: ``OPTIMIZER_TEMPORARIES``):
+  PyTorch AdamW 2 float32 copies on CPU (per tensor), one float32 buffer of all parameters with
+  the foreach path on CUDA (stated, not measured); torchao AdamW8bit compiled (CUDA; the same on
+  CPU) two float32 buffers (8 bytes per element) of the largest tensor with 8-bit states and
+  nothing for the float32 states of the input embedding (fused in place), in eager mode (CPU:
+  ``training.optim`` runs it eagerly there) 13-14 float32 copies of the largest 8-bit-state
+  tensor (int64 codes of the quantizer) and 6-10 of the input embedding.
 
 Overhead on CUDA, stated not measured: 1 GiB CUDA context (kernels, cuBLAS workspace; seen
 by ``torch.cuda.mem_get_info``, not by the allocator) and 10% allocator fragmentation on top
@@ -59,6 +68,14 @@ GiB = 1024**3
 _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
 CUDA_CONTEXT_BYTES = 1 * GiB
 FRAGMENTATION = 0.10
+QUANTIZED_MIN_NUMEL = 4096  # torchao keeps smaller tensors' states in full precision
+# optimizer step temporaries, bytes per element of one tensor (peak RSS above the step's start,
+# 4096 x 4096 float32 / bf16 weights, CPU, one thread): (optimizer, mode, weight bytes) ->
+# (per element of the largest 8-bit-state tensor, per element of the float32-state input embedding)
+OPTIMIZER_TEMPORARIES = {
+    ("adamw8bit", "compiled", 4): (8.0, 0.0), ("adamw8bit", "compiled", 2): (8.0, 0.0),
+    ("adamw8bit", "eager", 4): (53.0, 24.0), ("adamw8bit", "eager", 2): (57.0, 41.0),
+}
 # bytes per token per decoder layer: (h, I, q, L, qk-norm q, qk-norm kv) and outside the layers (x h)
 _ACT = {
     "fp32": ((24, 16, 16, 4, 8, 8), 13.5),
@@ -78,6 +95,7 @@ class ModelShape:
     layer_params: int  # one decoder layer
     largest_param: int  # numel of the largest tensor
     embed_params: int  # input embedding (its adamw8bit states stay float32, training.optim)
+    largest_quantized: int  # numel of the largest tensor with 8-bit adamw8bit states (not the input embedding)
     hidden: int
     intermediate: int
     layers: int
@@ -128,6 +146,7 @@ def shape_of_config(cfg, name: str) -> ModelShape:
     if layers is None:
         raise MtpsdError(f"{name}: no decoder layer list found in {type(model).__name__}")
     in_layers = {id(p) for p in layers.parameters()}
+    embed = model.get_input_embeddings().weight
     linear = {id(m.weight): m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)}
     heads = cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
@@ -139,7 +158,9 @@ def shape_of_config(cfg, name: str) -> ModelShape:
         root_params=sum(p.numel() for p in params.values() if id(p) not in in_layers),
         layer_params=sum(p.numel() for p in layers[0].parameters()),
         largest_param=max(p.numel() for p in params.values()),
-        embed_params=model.get_input_embeddings().weight.numel(),
+        embed_params=embed.numel(),
+        largest_quantized=max((p.numel() for p in params.values() if p is not embed and p.numel() >= QUANTIZED_MIN_NUMEL),
+                              default=0),
         hidden=cfg.hidden_size, intermediate=cfg.intermediate_size, layers=len(layers),
         q_dim=heads * head_dim, kv_dim=kv * head_dim, vocab=cfg.vocab_size,
         qk_norm=any(n.endswith("q_norm") for n, _ in model.named_modules()),
@@ -171,9 +192,21 @@ class Setup:
         return self.max_length + self.num_regions * (self.k_max - 1)
 
     @property
+    def supervised(self) -> int:
+        """Read-out rows S of a micro-batch at most (all regions kept, k = k_max): the teacher's head rows."""
+        return self.micro_batch_size * self.num_regions * self.k_max
+
+    @property
     def readouts(self) -> int:
-        """Supervised rows S of a micro-batch at most (all regions kept, k = k_max)."""
-        return self.micro_batch_size * (self.num_regions * self.k_max + (self.max_length if self.prefix_loss else 0))
+        """Rows R the student's output head runs on at most: S, plus the prefix rows with prefix_loss."""
+        return self.supervised + (self.micro_batch_size * self.max_length if self.prefix_loss else 0)
+
+    @property
+    def output_bytes(self) -> int:
+        """Bytes per element of the student's logits: float32 under mixed precision with a
+        16-bit compute dtype (accelerate's fp32 output conversion), else the compute dtype."""
+        c = _BYTES[self.compute_dtype]
+        return 4 if self.precision == "mixed" and c < 4 else c
 
     @property
     def weight_bytes(self) -> int:
@@ -257,8 +290,18 @@ def activation_bytes_per_token(m: ModelShape, s: Setup) -> tuple[float, float]:
     return per_layer, outside * m.hidden
 
 
-def _activation_bytes(m: ModelShape, s: Setup) -> tuple[float, float]:
-    """(bytes kept through the step, largest transient on top of them) for one micro-batch."""
+def _head_bytes(m: ModelShape, s: Setup, out_bytes: int) -> float:
+    """The loss head's peak (mtpsd.objective) with student logits of ``out_bytes`` per element."""
+    c = _BYTES[s.compute_dtype]
+    RV, SV = s.readouts * m.vocab, s.supervised * m.vocab
+    if s.teacher:  # student logits, the teacher's (S, V), s/t log-softmax + three KL temporaries
+        return RV * out_bytes + SV * (c + 5 * 4)
+    return RV * out_bytes + SV * 3 * 4
+
+
+def _activation_bytes(m: ModelShape, s: Setup) -> tuple[float, float, float]:
+    """(bytes kept through the backward, largest transient on top of them, of which the fp32
+    output conversion) for one micro-batch."""
     per_layer, outside = activation_bytes_per_token(m, s)
     T = s.micro_batch_size * s.seq_len
     if s.gradient_checkpointing:
@@ -267,18 +310,29 @@ def _activation_bytes(m: ModelShape, s: Setup) -> tuple[float, float]:
     else:
         kept = T * (m.layers * per_layer + outside)
         layer_transient = T * per_layer
-    c = _BYTES[s.compute_dtype]
-    TV, SV = T * m.vocab, s.readouts * m.vocab
-    if s.teacher:
-        head = max(TV * 2 * c + SV * (c + 4),  # end of the teacher forward: both (T, V) logits
-                   TV * c + SV * (2 * c + 5 * 4))  # KL: s/t log-softmax + three temporaries
-    else:
-        head = TV * c + SV * (c + 3 * 4)
-    return kept, max(head, layer_transient)
+    head = _head_bytes(m, s, s.output_bytes)
+    conversion = head - _head_bytes(m, s, _BYTES[s.compute_dtype])
+    transient = max(head, layer_transient)
+    return kept, transient, conversion if transient == head else 0.0
+
+
+def optimizer_step_bytes(m: ModelShape, s: Setup) -> float:
+    """Temporaries of one optimizer step (the largest tensor's; FSDP shards it over G GPUs)."""
+    G, bw = s.shards, s.weight_bytes
+    if s.optimizer == "adamw":
+        return m.params * bw / G if s.device == "cuda" else 2 * m.largest_param * bw / G
+    mode = "compiled" if s.device == "cuda" else "eager"  # training.optim: eager on CPU
+    per_q, per_embed = OPTIMIZER_TEMPORARIES[("adamw8bit", mode, 2 if bw == 2 else 4)]
+    return max(per_q * m.largest_quantized, per_embed * m.embed_params) / G
 
 
 def plan_memory(m: ModelShape, s: Setup) -> MemoryPlan:
-    """The expected peak per GPU (see the module docstring for every term)."""
+    """The expected peak per GPU (see the module docstring for every term).
+
+    Two phases share the resident part (weights, gradients, optimizer state, FSDP/DDP buffers,
+    teacher): the forward/backward (autocast copy, activations, loss head) and the optimizer
+    step (its temporaries); the peak is the resident part plus the larger phase.
+    """
     if s.optimizer not in ("adamw", "adamw8bit"):
         raise MtpsdError(f"optimizer {s.optimizer!r}: the plan knows adamw and adamw8bit")
     G, bw, c = s.shards, s.weight_bytes, _BYTES[s.compute_dtype]
@@ -289,28 +343,41 @@ def plan_memory(m: ModelShape, s: Setup) -> MemoryPlan:
     else:  # 8-bit codes + a scale per 256 values; the input embedding's states in float32
         state = 2 * (P - m.embed_params) * (1 + bw / 256) + 2 * 4 * m.embed_params
     parts["optimizer state"] = state / G
+    forward = 0.0  # the forward/backward phase
     if G > 1:  # FSDP2: the root module stays gathered in the compute dtype, plus two layers in flight
         parts["FSDP unsharded params"] = c * (m.root_params + 2 * m.layer_params)
-    elif bw > c:
+    elif bw > c:  # autocast's bf16 weight casts live from the forward to the end of the backward
         parts["autocast bf16 weight copy"] = c * m.linear_params
+        forward += parts["autocast bf16 weight copy"]
     if s.gpus > 1 and not s.fsdp:  # DDP: gradient buckets beside the gradients
         parts["DDP gradient buckets"] = P * bw
     if s.teacher:
         parts["teacher (frozen)"] = P * c
-    kept, transient = _activation_bytes(m, s)
-    if s.optimizer == "adamw":
-        opt_tmp = P * bw / G if s.device == "cuda" else 2 * m.largest_param * bw
-    else:
-        # eager (CPU): float32 copies of p, grad, m, v of one tensor; compiled (CUDA): one fused
-        # kernel per tensor, counted as one float32 copy of the largest
-        opt_tmp = 4 * m.largest_param * (1 if s.device == "cuda" else 4)
-    parts["activations + loss head"] = kept + transient
-    # the optimizer step comes after the activations are freed: only its excess counts
-    parts["optimizer step temporaries"] = max(0.0, opt_tmp - (kept + transient))
+    kept, transient, conversion = _activation_bytes(m, s)
+    parts["activations + loss head"] = kept + transient - conversion
+    if conversion:
+        parts["fp32 output conversion"] = conversion
+    forward += kept + transient
+    # the optimizer step comes after the activations are freed: only its excess over them counts
+    parts["optimizer step temporaries"] = max(0.0, optimizer_step_bytes(m, s) - forward)
     plan = MemoryPlan(m, s, parts)
     if s.device == "cuda":
         plan.overhead = CUDA_CONTEXT_BYTES + FRAGMENTATION * plan.allocated
     return plan
+
+
+def resident_bytes(plan: MemoryPlan) -> float:
+    """What stays allocated through a whole step (weights, gradients, states, teacher, FSDP/DDP
+    buffers): the plan's allocated bytes outside both phases."""
+    phase = {"autocast bf16 weight copy", "activations + loss head", "fp32 output conversion",
+             "optimizer step temporaries"}
+    return sum(v for k, v in plan.parts.items() if k not in phase)
+
+
+def optimizer_step_peak(plan: MemoryPlan) -> float:
+    """The plan's allocated bytes at the optimizer step: resident + the step's temporaries
+    (what ``torch.cuda.max_memory_allocated`` over the step alone measures)."""
+    return resident_bytes(plan) + optimizer_step_bytes(plan.shape, plan.setup)
 
 
 ONE_GPU_RECIPE = {"precision": "pure", "optimizer": "adamw8bit", "gradient_checkpointing": True}
