@@ -1,5 +1,7 @@
 """A short training segment of the one-GPU recipe on a random-weight model of a paper architecture:
-peak memory and supervised tokens/s (the memory plan's GPU-hours read this file).
+peak memory (overall and at the optimizer step, beside the memory plan), supervised tokens/s (the
+memory plan's GPU-hours read this file), host synchronisations per step, and FlexAttention
+against sdpa.
 
     python benchmarks/train_segment.py --arch benchmarks/arch/llama31_8b.json --steps 6 --out train_llama31_8b.json
     python benchmarks/train_segment.py --arch benchmarks/arch/qwen3_4b.json --steps 2 --out /tmp/t.json --cpu
@@ -8,10 +10,21 @@ The recipe is config/paper_1gpu.yaml on config/paper.yaml: bf16 weights and grad
 (``precision: pure``), torchao AdamW8bit with stochastic rounding, gradient checkpointing, a
 frozen bf16 teacher (a copy of the student at step 0, as in training), micro-batch 8 of N = 160
 tokens with M = 5 regions and k ~ U{2..16}, 16 micro-batches per optimizer step (global batch
-128). Texts are random token ids (speed and memory do not depend on them). The first step
-(torchao compiles its update per tensor shape) is not timed; ``seconds_per_sequence`` and the
-tokens/s come from the others. Peak memory: ``torch.cuda.max_memory_allocated/reserved`` over
-the whole segment, beside the memory plan's estimate for the same setup.
+128). Texts are random token ids (speed and memory do not depend on them). Every step is
+``mtpsd.training.loop.train_step``, the step ``mtpsd train-mtp`` runs. The first step (torchao
+compiles its update per tensor shape) is not timed; ``seconds_per_sequence`` and the tokens/s come
+from the others. Reported beside the plan (``training.memory_plan``) for the same setup:
+
+- ``peak_allocated_gib`` / ``peak_reserved_gib``: ``torch.cuda.max_memory_allocated/reserved`` over
+  the segment (plan: ``plan_allocated_gib``, ``plan_peak_gib`` with the CUDA overhead);
+- ``peak_optimizer_step_allocated_gib``: the same over the optimizer steps alone (global optimizer
+  step hooks reset the peak before each step), against ``plan_optimizer_step_gib``;
+- ``host_syncs_per_step``: synchronising CUDA calls per step (``torch.cuda.set_sync_debug_mode``,
+  ``mtpsd.training.host_sync.cuda_sync_warnings``; on CPU the dispatch-mode counter);
+- ``flex_ms_per_micro_batch`` / ``sdpa_ms_per_micro_batch`` / ``flex_over_sdpa``: forward + backward
+  of the loss on the same micro-batches (k = k_max: one shape, compiled once) with each attention
+  implementation on the same weights, after one untimed warm-up each (CUDA only: FlexAttention has
+  no backward on CPU). Measured last, so a time limit cuts it first.
 
 ``--cpu``: the same code on a tiny model of the same family (2 layers, width 64, vocab 512),
 float32, micro-batch 2 x 2 accumulation, N = 64, k_max 4: seconds, to check the script runs.
@@ -64,8 +77,9 @@ def build_models(cfg, dtype: torch.dtype, device: torch.device):
     return student, teacher
 
 
-def micro_batches(n: int, *, vocab: int, mtp_id: int, micro: int, N: int, k_max: int, device, seed: int = 0):
-    """``n`` packed layouts of random texts, as the training loop builds them."""
+def micro_batches(n: int, *, vocab: int, mtp_id: int, micro: int, N: int, k_max: int, seed: int = 0,
+                  random_k: bool = True):
+    """``n`` ``(k, layout)`` of random texts, built on the host as the training loop builds them."""
     from mtpsd.layout import build_layout, default_num_regions, sample_batch_layout
 
     g = torch.Generator().manual_seed(seed)
@@ -73,16 +87,9 @@ def micro_batches(n: int, *, vocab: int, mtp_id: int, micro: int, N: int, k_max:
     out = []
     for _ in range(n):
         ids = torch.randint(0, mtp_id, (micro, N), generator=g)
-        k, pos = sample_batch_layout([N] * micro, k_max=k_max, num_regions=M, random_k=True, generator=g)
-        out.append(_to(build_layout(ids, pos, k=k, mtp_token_id=mtp_id), device))
+        k, pos = sample_batch_layout([N] * micro, k_max=k_max, num_regions=M, random_k=random_k, generator=g)
+        out.append((k, build_layout(ids, pos, k=k, mtp_token_id=mtp_id)))
     return out
-
-
-def _to(layout, device):
-    import dataclasses
-
-    return dataclasses.replace(layout, **{f.name: getattr(layout, f.name).to(device) for f in dataclasses.fields(layout)
-                                          if isinstance(getattr(layout, f.name), torch.Tensor)})
 
 
 def plan_for(cfg, p: dict, device: str):
@@ -98,8 +105,42 @@ def plan_for(cfg, p: dict, device: str):
     return shape, mp.plan_memory(shape, setup)
 
 
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _optimizer_step_peaks(device, peaks: dict):
+    """Global optimizer step hooks: the allocated peak inside every optimizer step (CUDA), and the
+    segment's overall allocated/reserved peaks (``reset_peak_memory_stats`` before each step
+    would lose them)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+    if device.type != "cuda":
+        return []
+
+    def keep_overall():
+        peaks["allocated"] = max(peaks["allocated"], torch.cuda.max_memory_allocated())
+        peaks["reserved"] = max(peaks["reserved"], torch.cuda.max_memory_reserved())
+
+    def pre(*_):
+        keep_overall()
+        torch.cuda.reset_peak_memory_stats()
+
+    def post(*_):
+        peaks["optimizer_step"] = max(peaks["optimizer_step"], torch.cuda.max_memory_allocated())
+        keep_overall()
+
+    return [register_optimizer_step_pre_hook(pre), register_optimizer_step_post_hook(post)]
+
+
 def run(args, write=lambda rec: None) -> dict:
-    from mtpsd.objective import mtp_loss_from_layout
+    from accelerate import Accelerator
+
+    from mtpsd.config import TrainConfig
+    from mtpsd.training.host_sync import HostSyncCounter, cuda_sync_warnings
+    from mtpsd.training.loop import train_step
+    from mtpsd.training.metrics import MetricsWindow
     from mtpsd.training.optim import build_optimizer, keep_full_precision_state
 
     cpu = args.cpu
@@ -115,44 +156,102 @@ def run(args, write=lambda rec: None) -> dict:
     mtp_id = vocab - 1  # any id: random weights, so the <MTP> row is as good as any
     opt = build_optimizer(student.parameters(), name="adamw8bit", lr=1e-5, weight_dtype=dtype)
     keep_full_precision_state(opt, [student.get_input_embeddings().weight])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 2000))
+    accelerator = Accelerator(cpu=cpu, step_scheduler_with_optimizer=False)  # precision pure: no autocast
     n_micro = p["global_batch"] // p["micro"]
+    tc = TrainConfig(k_max=p["k_max"], max_length=p["max_length"], micro_batch_size=p["micro"],
+                     global_batch_size=p["global_batch"], gradient_checkpointing=True, precision="pure",
+                     optimizer="adamw8bit")
+    window = MetricsWindow(p["k_max"])
     batches = micro_batches(n_micro * args.steps, vocab=vocab, mtp_id=mtp_id, micro=p["micro"], N=p["max_length"],
-                            k_max=p["k_max"], device=device)
+                            k_max=p["k_max"])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times, supervised, losses = [], [], []
+    times, supervised, losses, syncs = [], [], [], []
+    peaks = {"allocated": 0, "reserved": 0, "optimizer_step": 0}
+    hooks = _optimizer_step_peaks(device, peaks)
+    extra = {}
     for step in range(args.steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0, sup = time.perf_counter(), 0
         chunk = batches[step * n_micro:(step + 1) * n_micro]
-        n_total = sum(lay.num_supervised for lay in chunk)
-        loss_sum = 0.0
-        for lay in chunk:
-            res = mtp_loss_from_layout(student, teacher, lay, teacher_mode="hard", mtp_token_id=mtp_id)
-            share = res.loss * (lay.num_supervised / n_total)
-            share.backward()
-            loss_sum += float(share.detach())
-            sup += lay.num_supervised
-            del res, share
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        _sync(device)
+        t0 = time.perf_counter()
         if device.type == "cuda":
-            torch.cuda.synchronize()
+            with cuda_sync_warnings() as found:
+                train_step(accelerator, student, teacher, opt, sched, chunk, tc=tc, tokenizer_size=vocab,
+                           mtp_token_id=mtp_id, window=window)
+        else:
+            with HostSyncCounter(optimizers=[opt]) as counter:
+                train_step(accelerator, student, teacher, opt, sched, chunk, tc=tc, tokenizer_size=vocab,
+                           mtp_token_id=mtp_id, window=window)
+            found = counter.calls
+        _sync(device)
         times.append(time.perf_counter() - t0)
-        supervised.append(sup)
-        losses.append(loss_sum)
-        print(f"step {step + 1}/{args.steps}: {times[-1]:.2f} s, loss {loss_sum:.4f}", flush=True)
-        write(_record(args, cpu, device, shape, plan, p, times, supervised, losses))  # a time limit keeps these
-    return _record(args, cpu, device, shape, plan, p, times, supervised, losses)
+        syncs.append(len(found))
+        extra["host_sync_calls_last_step"] = sorted({str(f) for f in found})[:10]
+        row = window.row(step=step + 1, lr=0.0, supervised_total=0, elapsed=0.0, micro_batches=n_micro)
+        window.reset()
+        supervised.append(sum(lay.num_supervised for _, lay in chunk))
+        losses.append(row["loss"])
+        print(f"step {step + 1}/{args.steps}: {times[-1]:.2f} s, loss {losses[-1]:.4f}, host syncs {syncs[-1]}", flush=True)
+        extra.update(host_syncs_per_step=syncs, peaks=peaks)
+        write(_record(args, cpu, device, shape, plan, p, times, supervised, losses, extra))  # a time limit keeps these
+    for h in hooks:
+        h.remove()
+    if args.flex_micro_batches:
+        extra.update(flex_vs_sdpa(student, teacher, cfg, p, vocab=vocab, mtp_id=mtp_id, device=device,
+                                  n=args.flex_micro_batches))
+    return _record(args, cpu, device, shape, plan, p, times, supervised, losses, extra)
 
 
-def _record(args, cpu, device, shape, plan, p, times, supervised, losses) -> dict:
+def flex_vs_sdpa(student, teacher, cfg, p: dict, *, vocab: int, mtp_id: int, device, n: int) -> dict:
+    """Forward + backward of the loss per micro-batch with sdpa and with flex_attention (same weights)."""
+    from mtpsd.errors import MtpsdError
+    from mtpsd.flex import resolve_attn_implementation
+    from mtpsd.objective import mtp_loss_from_layout
+
+    if device.type != "cuda":
+        return {"flex_status": "not run: FlexAttention has no backward on CPU"}
+    try:
+        resolve_attn_implementation("flex_attention", device, cfg)
+    except MtpsdError as e:
+        return {"flex_status": f"not run: {e}"}
+    layouts = [lay.to(device) for _, lay in micro_batches(n + 1, vocab=vocab, mtp_id=mtp_id, micro=p["micro"],
+                                                           N=p["max_length"], k_max=p["k_max"], seed=1, random_k=False)]
+    out = {}
+    for impl in ("sdpa", "flex_attention"):
+        for m in (student, teacher):
+            m.set_attn_implementation(impl)
+        ms = []
+        for i, lay in enumerate(layouts):
+            _sync(device)
+            t0 = time.perf_counter()
+            res = mtp_loss_from_layout(student, teacher, lay, teacher_mode="hard", mtp_token_id=mtp_id)
+            res.loss.backward()
+            del res
+            _sync(device)
+            if i:  # the first one compiles (flex) / warms up
+                ms.append(1e3 * (time.perf_counter() - t0))
+            student.zero_grad(set_to_none=True)
+        out[f"{'flex' if impl == 'flex_attention' else 'sdpa'}_ms_per_micro_batch"] = sum(ms) / len(ms)
+    for m in (student, teacher):
+        m.set_attn_implementation("sdpa")
+    out["flex_over_sdpa"] = out["flex_ms_per_micro_batch"] / out["sdpa_ms_per_micro_batch"]
+    out["flex_status"] = f"ok: {n} micro-batches of k = {p['k_max']} each, after one warm-up"
+    return out
+
+
+GIB = 1024**3
+
+
+def _record(args, cpu, device, shape, plan, p, times, supervised, losses, extra=None) -> dict:
     """The result JSON from the steps done so far (the first one, with torchao's compilation, untimed)."""
+    from mtpsd.training import memory_plan as mp
+
+    extra = dict(extra or {})
+    peaks = extra.pop("peaks", None) or {"allocated": 0, "reserved": 0, "optimizer_step": 0}
     timed = slice(1, None) if len(times) > 1 else slice(0, None)
     wall, sup = sum(times[timed]), sum(supervised[timed])
     seqs = len(times[timed]) * p["global_batch"]
-    gib = 1024**3
     rec = {
         "arch": Path(args.arch).stem, "device": device.type, "tiny_cpu_model": cpu,
         "gpu_name": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
@@ -162,14 +261,21 @@ def _record(args, cpu, device, shape, plan, p, times, supervised, losses) -> dic
         "timed_includes_first_step": len(times) == 1,  # torchao's compilation inside: not a speed
         "step_s": times, "losses": losses,
         "seconds_per_sequence": wall / seqs, "supervised_tokens_per_s": sup / wall, "sequences_per_s": seqs / wall,
-        "plan_allocated_gib": plan.allocated / gib, "plan_peak_gib": plan.peak / gib,
+        "plan_allocated_gib": plan.allocated / GIB, "plan_peak_gib": plan.peak / GIB,
+        "plan_optimizer_step_gib": mp.optimizer_step_peak(plan) / GIB,
         "torch": torch.__version__, "python": sys.version.split()[0],
     }
+    syncs = extra.pop("host_syncs_per_step", None)
+    if syncs:
+        rec["host_syncs_per_step"] = syncs
+        rec["host_syncs_per_step_max"] = max(syncs[timed] or syncs)
+    rec.update(extra)
     if device.type == "cuda":
-        rec["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / gib
-        rec["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / gib
+        rec["peak_allocated_gib"] = max(torch.cuda.max_memory_allocated(), peaks["allocated"]) / GIB
+        rec["peak_reserved_gib"] = max(torch.cuda.max_memory_reserved(), peaks["reserved"]) / GIB
+        rec["peak_optimizer_step_allocated_gib"] = peaks["optimizer_step"] / GIB
         free, total = torch.cuda.mem_get_info()
-        rec["gpu_total_gib"] = total / gib
+        rec["gpu_total_gib"] = total / GIB
         # 100k steps of the paper on this GPU at the measured speed
         rec["gpu_hours_100k_steps"] = 100_000 * p["global_batch"] * rec["seconds_per_sequence"] / 3600
     return rec
@@ -181,6 +287,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=6, help="optimizer steps (the first is not timed)")
     ap.add_argument("--out", required=True, help="JSON file to write")
     ap.add_argument("--cpu", action="store_true", help="tiny model of the same family on the CPU (seconds)")
+    ap.add_argument("--flex-micro-batches", type=int, default=3,
+                    help="timed micro-batches per attention implementation for flex vs sdpa (0: skip; CUDA only)")
     args = ap.parse_args(argv)
     try:
         import torchao  # noqa: F401

@@ -154,6 +154,17 @@ def tests_lines(check: dict) -> list[str]:
     return out
 
 
+def _gib(x) -> str:
+    return "not measured" if x is None else f"{x:.1f} GiB"
+
+
+def _ratio(d: dict) -> str:
+    if "flex_over_sdpa" not in d:
+        return d.get("flex_status", "not measured")
+    return (f"{d['flex_over_sdpa']:.2f} ({d['flex_ms_per_micro_batch']:.0f} vs {d['sdpa_ms_per_micro_batch']:.0f} ms "
+            "per micro-batch)")
+
+
 def train_lines(out_dir: Path, archs: list[str]) -> list[str]:
     out = []
     for arch in archs:
@@ -161,6 +172,12 @@ def train_lines(out_dir: Path, archs: list[str]) -> list[str]:
         if not d:
             continue
         scal = {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool)) and k != "provenance"}
+        if "peak_optimizer_step_allocated_gib" in d or "host_syncs_per_step_max" in d:  # issue 25's three reports
+            out.append(f"- {arch}: peak allocated at the optimizer step {_gib(d.get('peak_optimizer_step_allocated_gib'))} "
+                       f"(plan {_gib(d.get('plan_optimizer_step_gib'))}); whole segment "
+                       f"{_gib(d.get('peak_allocated_gib'))} (plan {_gib(d.get('plan_allocated_gib'))}); "
+                       f"host synchronisations per step {d.get('host_syncs_per_step_max', 'not measured')}; "
+                       f"flex / sdpa step time {_ratio(d)}")
         out.append(f"- {arch}: " + ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
                                             for k, v in scal.items()))
     return out or ["not run (benchmarks/train_segment.py absent or skipped)"]
