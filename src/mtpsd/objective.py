@@ -23,9 +23,9 @@ exactly. That holds for float32 (the CPU default) and for the one-GPU recipe
 (``train.precision: pure``: bf16 student and bf16 teacher). Under ``train.precision: mixed``
 with bf16 (the multi-GPU paper profile) they are two functions: the student keeps float32
 master weights under bf16 autocast, so its residual stream stays float32, while the frozen
-teacher runs in bf16; at step 0, k = 1, SmolLM2-135M on GSM8K texts, the KL is 0.0022 nats
-on average (max 0.031) and the hard target differs from the student's argmax at 0.6% of the
-read-outs (``benchmarks/precision.py``). A float32 teacher under the same autocast would make
+teacher runs in bf16; at step 0, k = 1, SmolLM2-135M on 96 GSM8K texts (480 read-outs), the
+KL is 0.0024 nats on average (max 0.042) and the hard target differs from the student's
+argmax at 0.8% of the read-outs (``benchmarks/precision.py``). A float32 teacher under the same autocast would make
 it 0 again at 2 more bytes per parameter (16 GB for 8B); the recipe keeps the bf16 teacher
 (config/README.md, "Precision").
 
