@@ -36,9 +36,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_engine(model, mode: str, **kw) -> DecodeEngine:
-    """``mode`` "graphs": padded shapes and captured passes, through the CPU replay emulator."""
+    """``mode`` "graphs": padded shapes and captured passes: real CUDA graphs on a GPU, the CPU
+    replay emulator elsewhere."""
     if mode == "graphs":
-        kw.update(graphs=True, graph_backend=EmulatedGraphs())
+        kw.update(graphs=True, graph_backend=None if model.device.type == "cuda" else EmulatedGraphs())
     return DecodeEngine(model, mtp_token_id=MTP, **kw)
 
 

@@ -244,6 +244,8 @@ def decode_args(wildcards):
         args += ["--limit", str(cfg.decode.speed_prompts)]
     if cfg.model.chat_template:
         args.append("--chat-template")
+    if cfg.decode.engine != "auto":
+        args += ["--engine", cfg.decode.engine]
     return args
 
 

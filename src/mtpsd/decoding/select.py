@@ -49,7 +49,11 @@ class ReferenceDecoder:
 
     def __init__(self, model, *, mtp_token_id: int | None, attention: str | None = None):
         self.model, self.mtp_token_id, self.attention = model, mtp_token_id, attention
-        self.counters = {"passes": 0}
+        self.counters = {"passes": 0, "graph_captures": 0, "capture_s": 0.0}
+
+    def prepare(self, **_) -> int:
+        """Nothing to allocate or capture (the engine's ``prepare`` signature); 0 graphs."""
+        return 0
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], *, strategy: str = "confadapt", k: int = 16, tau: float = 0.9,

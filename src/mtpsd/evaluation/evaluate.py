@@ -56,11 +56,11 @@ def checkpoint_label(path: str | Path) -> str:
 
 
 def _make_lm(model, tokenizer, strategy: str, k: int, tau: float, *, batch_size: int,
-             max_gen_toks: int):
+             max_gen_toks: int, engine: str):
     from mtpsd.evaluation.lm_eval_adapter import MTPLM
 
     return MTPLM(pretrained=model, tokenizer=tokenizer, strategy=strategy, k=k, tau=tau,
-                 batch_size=batch_size, max_gen_toks=max_gen_toks)
+                 batch_size=batch_size, max_gen_toks=max_gen_toks, engine=engine)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -135,10 +135,11 @@ def add_story_metrics(result: dict, *, base=None, reference: dict | None = None,
 
 def evaluate(cfg, checkpoint: str | Path, task: str, setting: str, *, data_file: str | Path | None = None,
              limit: int | None = None, base_model: str | Path | None = None,
-             reference: str | Path | None = None) -> dict:
+             reference: str | Path | None = None, engine: str | None = None) -> dict:
     """Run one task with one decoding setting on one checkpoint; return the result dict.
 
-    ``limit`` defaults to ``cfg.eval.limit`` (documents, from the start of the test split).
+    ``limit`` defaults to ``cfg.eval.limit`` (documents, from the start of the test split);
+    ``engine`` to ``cfg.decode.engine`` (``mtpsd.decoding.select``; the result records the one used).
     """
     import torch
     from lm_eval import simple_evaluate
@@ -165,7 +166,7 @@ def evaluate(cfg, checkpoint: str | Path, task: str, setting: str, *, data_file:
     torch.manual_seed(cfg.seed)
     model, tok = load_checkpoint(checkpoint, dtype=dtype)
     lm = _make_lm(model, tok, strategy, k, tau, batch_size=cfg.eval.batch_size,
-                  max_gen_toks=cfg.decode.max_new_tokens)
+                  max_gen_toks=cfg.decode.max_new_tokens, engine=engine or cfg.decode.engine)
     t0 = time.perf_counter()
     raw = simple_evaluate(
         model=lm, tasks=[spec], task_manager=task_manager(), limit=limit, gen_kwargs=gen_kwargs,
@@ -187,7 +188,7 @@ def evaluate(cfg, checkpoint: str | Path, task: str, setting: str, *, data_file:
     out = {
         "run": cfg.run, "model": cfg.model.name, "chat_template": cfg.model.chat_template,
         "task": task, "checkpoint": str(checkpoint), "ckpt": checkpoint_label(checkpoint),
-        "setting": setting, "strategy": strategy, "param": param, "k": k,
+        "setting": setting, "strategy": strategy, "param": param, "k": k, "engine": lm.engine,
         "tau": tau if strategy == "confadapt" else None,
         "data_file": str(data_file) if data_file is not None else None, "limit": limit,
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "max_gen_toks": budget,
