@@ -141,16 +141,6 @@ def test_rules_are_snakefmt_formatted():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.fixture(scope="module")
-def ci_dag(tmp_path_factory):
-    """A scratch copy after one real run of the shrunk default (tests/fixtures/ci.yaml)."""
-    root = tmp_path_factory.mktemp("dag")
-    _scratch_copy(root)
-    proc = snakemake("--cores", "2", "--configfile", "tests/fixtures/ci.yaml", cwd=root, timeout=1500)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    return root
-
-
 @pytest.mark.slow
 @pytest.mark.workflow
 def test_full_dag_runs_end_to_end(ci_dag):

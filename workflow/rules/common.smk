@@ -21,12 +21,28 @@ from mtpsd.training.launch import (
 from mtpsd.plotting import ABLATION_FIGURE, FIGURES
 from mtpsd.settings import parse_setting
 from mtpsd.workflow_env import export_source_dir
+from mtpsd.workflow_lock import record_lock_holder, recover_stale_lock
 
 validate(config, schema="../schemas/config.schema.yaml")
 
 # `--use-conda`: workflow/envs/mtp.yaml installs this checkout by `-e ${MTPSD_SOURCE}`,
 # which must not resolve against the conda prefix (mtpsd.workflow_env explains).
 export_source_dir(workflow.basedir)
+
+# A run killed hard (SIGKILL, power loss) leaves Snakemake's lock behind: before Snakemake
+# locks, remove it when no process holds it, and refuse a run when one does
+# (mtpsd.workflow_lock); onstart records which Snakemake holds the lock.
+if workflow.is_main_process:
+    try:
+        recover_stale_lock()
+    except MtpsdError as err:
+        raise WorkflowError(str(err))
+
+
+onstart:
+    if workflow.is_main_process:
+        record_lock_holder()
+
 
 try:
     CFG = resolve(config)

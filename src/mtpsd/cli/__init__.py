@@ -8,6 +8,7 @@ and ``run(args) -> int``; modules are imported only when their verb is called so
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -59,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except MtpsdError as e:
         print(f"mtpsd {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk is the user's to fix, like bad input: one line, no traceback
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"mtpsd {args.verb}: error: {e.strerror} while writing {e.filename or 'a file'}: "
+              "free space and run the same command again", file=sys.stderr)
         return 2
 
 
