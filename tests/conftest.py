@@ -120,3 +120,12 @@ def gsm8k_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"{path} not found: tests expect shared/ beside the checkout")
     return path
+
+
+@pytest.fixture(scope="session")
+def ci_dag(tmp_path_factory) -> Path:
+    """A scratch copy after one real run of the shrunk default (tests/test_workflow.py's
+    run_ci_dag): once per session, for the workflow tests and the SLURM run's comparison."""
+    from tests.test_workflow import run_ci_dag
+
+    return run_ci_dag(tmp_path_factory.mktemp("dag"))

@@ -121,10 +121,9 @@ def test_rules_are_snakefmt_formatted():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.fixture(scope="module")
-def ci_dag(tmp_path_factory):
-    """A scratch copy after one real run of the shrunk default (tests/fixtures/ci.yaml)."""
-    root = tmp_path_factory.mktemp("dag")
+def run_ci_dag(root: Path) -> Path:
+    """``root``, a scratch copy after one real run of the shrunk default (tests/fixtures/ci.yaml);
+    the session's `ci_dag` fixture (conftest.py), shared with tests/test_slurm.py."""
     _scratch_copy(root)
     proc = snakemake("--cores", "2", "--configfile", "tests/fixtures/ci.yaml", cwd=root, timeout=1500)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
