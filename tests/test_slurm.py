@@ -2,8 +2,8 @@
 (tests/slurm_cluster.py), the executor plugin pinned by the `cluster` extra.
 
 The shrunk CI DAG (tests/fixtures/ci.yaml) runs through the project's profile, with its two
-placeholders edited as its header asks: every job is a SLURM job (read back with sacct), the
-training job is cancelled by SLURM after its first checkpoint and its retry resumes from it,
+placeholders edited as its header asks: every job is a SLURM job (read back with sacct), SLURM
+kills the training job at its time limit after its first checkpoint and the retry resumes from it,
 every model and every result equals the local run's (the `ci_dag` fixture, bit for bit), and a
 second invocation has nothing to do. The profile as shipped stops before any submission."""
 
@@ -55,6 +55,28 @@ def test_profile_placeholders_stop_the_run_before_any_submission(tmp_path):
     assert dry.returncode == 0 and "note: the SLURM profile still holds its placeholders" in dry.stderr
 
 
+def test_placeholders_are_found_in_default_and_per_rule_resources():
+    """Snakemake keeps string resources as expressions (their text in `.raw`); a per-rule
+    `set-resources` entry and a quoted value count too, an edited value does not."""
+    from types import SimpleNamespace
+
+    from snakemake.resources import Resource
+
+    from mtpsd.workflow_env import placeholder_message, unset_placeholders
+
+    def res(name, value):
+        return Resource.from_cli_expression(name, value)
+
+    settings = SimpleNamespace(
+        default_resources={"slurm_partition": res("slurm_partition", "gpu"), "mem_mb": Resource("mem_mb", 1000),
+                           "slurm_account": res("slurm_account", "'set-your-account'")},
+        overwrite_resources={"decode": {"slurm_partition": res("slurm_partition", "set-your-partition")}})
+    found = unset_placeholders(settings)
+    assert found == ["default-resources: slurm_account", "set-resources: decode: slurm_partition"]
+    assert "workflow/profiles/slurm/config.yaml" in placeholder_message(found)
+    assert unset_placeholders(SimpleNamespace(default_resources=None, overwrite_resources={})) == []
+
+
 def _edit_placeholders(root, slurm) -> None:
     """What the profile's header asks of a user: the cluster's partition and account."""
     path = root / PROFILE / "config.yaml"
@@ -65,22 +87,24 @@ def _edit_placeholders(root, slurm) -> None:
     path.write_text(text)
 
 
-def _cancel_training_after_first_checkpoint(root, slurm, run: subprocess.Popen) -> tuple[str, int]:
-    """Once train_mtp's first checkpoint is on disk, suspend its SLURM job, check that training
-    is still under way, and cancel the job (as a cluster does at a time limit or preemption).
-    Returns the job id and the step of the checkpoint."""
-    first = root / "results" / "runs" / "tiny" / "checkpoints" / "step_000004"
+def _kill_training_at_its_time_limit(root, slurm, run: subprocess.Popen) -> tuple[str, int]:
+    """Once train_mtp's first checkpoint is on disk, freeze its job step (SIGSTOP sent by
+    SLURM), check that training is still under way, and cut the job's time limit to one
+    minute: SLURM ends it with TIMEOUT, as a cluster ends a training that outlives its
+    `runtime`. (A job ended by `scancel` is never seen to end by plugin 2.8.0, which waits for
+    ever: config/README.md.) Returns the job id and the step of the checkpoint."""
+    ckpts = root / "results" / "runs" / "tiny" / "checkpoints"
+    first = ckpts / "step_000004"
     while not first.is_dir():
         assert run.poll() is None, "snakemake ended before train_mtp wrote a checkpoint"
         time.sleep(0.05)
     queue = slurm.run(["squeue", "-h", "-o", "%i|%k"]).stdout.splitlines()
     job = next(line.split("|")[0] for line in queue if line.split("|")[1].startswith("rule_train_mtp"))
-    slurm.run(["scontrol", "suspend", job])
-    ckpts = root / "results" / "runs" / "tiny" / "checkpoints"
+    slurm.run(["scancel", "--signal=STOP", job])
     later = sorted(p.name for p in ckpts.iterdir() if p.name.startswith("step_") and p.name > first.name)
     assert not later and not (root / "results" / "runs" / "tiny" / "checkpoint").exists(), (
-        f"training got past its first checkpoint before the suspend ({later}): nothing to resume")
-    slurm.run(["scancel", job])
+        f"training got past its first checkpoint before it was stopped ({later}): nothing to resume")
+    slurm.run(["scontrol", "update", f"JobId={job}", "TimeLimit=1"])
     return job, 4
 
 
@@ -138,7 +162,7 @@ def _rule_of(comment: str, rules) -> str:
 
 @pytest.mark.slow
 @pytest.mark.workflow
-def test_ci_dag_runs_under_slurm_and_resumes_a_cancelled_training(slurm, ci_dag, tmp_path):
+def test_ci_dag_runs_under_slurm_and_resumes_a_training_killed_at_its_time_limit(slurm, ci_dag, tmp_path):
     root = tmp_path
     _scratch_copy(root)
     _edit_placeholders(root, slurm)
@@ -148,7 +172,7 @@ def test_ci_dag_runs_under_slurm_and_resumes_a_cancelled_training(slurm, ci_dag,
     with open(log, "w") as out:
         run = subprocess.Popen(argv, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
         try:
-            cancelled, step = _cancel_training_after_first_checkpoint(root, slurm, run)
+            killed, step = _kill_training_at_its_time_limit(root, slurm, run)
             run.wait(timeout=2400)
         finally:
             if run.poll() is None:
@@ -158,17 +182,17 @@ def test_ci_dag_runs_under_slurm_and_resumes_a_cancelled_training(slurm, ci_dag,
     assert run.returncode == 0, text[-6000:] + slurm.logs()
 
     # every job of the DAG was a SLURM job (`all` only collects targets), and only the
-    # cancelled training ran twice
+    # killed training ran twice
     planned = _job_stats(text)
     jobs = slurm.sacct()
     print("\n".join(f"{j['JobID']:>3} {j['State']:<10} {j['Elapsed']} {j['Comment']}" for j in jobs))
     ran = Counter(_rule_of(j["Comment"], planned) for j in jobs if j["State"] == "COMPLETED")
     assert ran == planned - Counter({"all": 1}), (ran, planned)
     [stopped] = [j for j in jobs if j["State"] != "COMPLETED"]
-    assert stopped["JobID"] == cancelled and stopped["State"].startswith("CANCELLED"), stopped  # "CANCELLED by 0"
+    assert (stopped["JobID"], stopped["State"]) == (killed, "TIMEOUT"), stopped
     assert _rule_of(stopped["Comment"], planned) == "train_mtp"
 
-    # the retry (the profile's `retries: 1`) resumed from the checkpoint the cancelled job wrote
+    # the retry (the profile's `retries: 1`) resumed from the checkpoint the killed job wrote
     train_log = (root / "results" / "runs" / "tiny" / "logs" / "train_mtp.log").read_text()
     assert f"resuming from results/runs/tiny/checkpoints/step_{step:06d} (step {step})" in train_log, train_log[-2000:]
     assert "trained 8 steps" in train_log
