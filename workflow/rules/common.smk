@@ -20,7 +20,11 @@ from mtpsd.training.launch import (
 )
 from mtpsd.plotting import ABLATION_FIGURE, FIGURES
 from mtpsd.settings import parse_setting
-from mtpsd.workflow_env import export_source_dir
+from mtpsd.workflow_env import (
+    export_source_dir,
+    placeholder_message,
+    unset_placeholders,
+)
 from mtpsd.workflow_lock import record_lock_holder, recover_stale_lock
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -88,6 +92,13 @@ def dry_run_requested(argv=sys.argv):
             return True
     return False
 
+
+if workflow.is_main_process and unset_placeholders(workflow.resource_settings):
+    # the SLURM profile as shipped: stop before any sbatch (a dry run only warns)
+    _message = placeholder_message(unset_placeholders(workflow.resource_settings))
+    if not dry_run_requested():
+        raise WorkflowError(_message)
+    print(f"note: {_message}", file=sys.stderr)
 
 if workflow.is_main_process and not dry_run_requested():
     # an overlay or an edited value: rewrite stale resolved configs before the DAG is built
