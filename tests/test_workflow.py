@@ -37,7 +37,7 @@ def snakemake(*args, cwd=REPO, timeout=600):
 
 def _scratch_copy(dest: Path) -> None:
     """The workflow files of the repository (the package itself is installed)."""
-    for name in ("Snakefile", "workflow", "config", "profiles", "tests/fixtures/ci.yaml"):
+    for name in ("workflow", "config", "tests/fixtures/ci.yaml"):
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, dest / name)
@@ -116,7 +116,8 @@ def test_lint_is_clean():
 @pytest.mark.workflow
 def test_rules_are_snakefmt_formatted():
     snakefmt = str(Path(sys.executable).with_name("snakefmt"))
-    proc = subprocess.run([snakefmt, "--check", "Snakefile", "workflow/rules"], cwd=REPO,
+    proc = subprocess.run([snakefmt, "--check", "workflow/Snakefile", "workflow/rules", "tests/fixtures/gpu_limit"],
+                          cwd=REPO,
                           capture_output=True, text=True, env=VENV_ENV)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -13,6 +13,7 @@ rule evaluate:
         data=eval_data_file,
         reference=eval_reference,
         base=eval_base_model,
+        preflight=gpu_preflight,
     output:
         "results/runs/{run}/eval/{task}/{ckpt}/{setting}.json",
     log:
