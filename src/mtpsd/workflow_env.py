@@ -81,6 +81,8 @@ def detect_gpus(environ: dict | None = None, *, nvidia_smi: str = "nvidia-smi", 
     smi_source = f"{nvidia_smi} -L"
     try:
         proc = subprocess.run([nvidia_smi, "-L"], capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        smi_source = f"no GPU found (no {nvidia_smi})"
     except (OSError, subprocess.SubprocessError) as e:
         smi_source = f"no GPU found ({nvidia_smi}: {type(e).__name__})"
     else:

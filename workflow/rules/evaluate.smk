@@ -33,7 +33,7 @@ rule evaluate:
         extra=eval_extra_args,
     shell:
         "mtpsd evaluate --config {input.cfg:q} --checkpoint {params.ckpt_dir:q}"
-        " --task {wildcards.task:q} --setting {wildcards.setting:q} {params.extra:q}"
+        " --ckpt {wildcards.ckpt:q} --task {wildcards.task:q} --setting {wildcards.setting:q} {params.extra:q}"
         " --out {output:q} > {log:q} 2>&1"
 
 

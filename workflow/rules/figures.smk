@@ -1,86 +1,31 @@
-# Figures, tables and the paper report (method.md section 7b). Figures read only
-# results/summary/*.csv and decode JSONL (never checkpoints), except the analysis rule
-# confidence_quality, which scores validation prefixes with the student and its teacher.
-# Outputs: figures/fig{NN}_{slug}.{png,pdf}, paper/generated/*, paper/report.md.
+# Figures, tables and the paper report (method.md section 7b). Figures (one rule, `plot`,
+# one job per figure) read only results/summary/*.csv and decode JSONL (never checkpoints),
+# except the analysis rule confidence_quality, which scores validation prefixes with the
+# student and its teacher. Outputs: figures/fig{NN}_{slug}.{png,pdf}, paper/generated/*,
+# paper/report.md.
 
 
-rule plot_chunks:
-    """Figure 1: one generated answer coloured by decoding chunk."""
+rule plot:
+    """One figure (mtpsd.plotting.FIGURES, figure 11 for configs with ablation runs), drawn by
+    `mtpsd plot` from the summary or decode file it reads (plot_input)."""
     input:
-        chunks_decode_file,
+        plot_input,
     output:
-        png="figures/fig01_chunks.png",
-        pdf="figures/fig01_chunks.pdf",
+        png="figures/{stem}.png",
+        pdf="figures/{stem}.pdf",
     log:
-        "results/figures/logs/plot_chunks.log",
+        "results/figures/logs/plot_{stem}.log",
     benchmark:
-        "results/figures/benchmarks/plot_chunks.tsv"
+        "results/figures/benchmarks/plot_{stem}.tsv"
+    wildcard_constraints:
+        stem=names_regex(PLOT_FIGURES),
     conda:
         "../envs/mtp.yaml"
+    params:
+        figure=plot_name,
+        args=plot_in_args,
     shell:
-        "mtpsd plot chunks --in {input:q} --out {output.png:q} > {log:q} 2>&1"
-
-
-rule plot_layout:
-    """Figure 2: training layout of one hand-made text (mtpsd.layout)."""
-    output:
-        png="figures/fig02_layout.png",
-        pdf="figures/fig02_layout.pdf",
-    log:
-        "results/figures/logs/plot_layout.log",
-    benchmark:
-        "results/figures/benchmarks/plot_layout.tsv"
-    conda:
-        "../envs/mtp.yaml"
-    shell:
-        "mtpsd plot layout --out {output.png:q} > {log:q} 2>&1"
-
-
-rule plot_mask_offsets:
-    """Figure 3: blocked attention mask for two sets of prediction positions."""
-    output:
-        png="figures/fig03_mask_offsets.png",
-        pdf="figures/fig03_mask_offsets.pdf",
-    log:
-        "results/figures/logs/plot_mask_offsets.log",
-    benchmark:
-        "results/figures/benchmarks/plot_mask_offsets.tsv"
-    conda:
-        "../envs/mtp.yaml"
-    shell:
-        "mtpsd plot mask-offsets --out {output.png:q} > {log:q} 2>&1"
-
-
-rule plot_mask_k:
-    """Figure 4: blocked attention mask for two values of k."""
-    output:
-        png="figures/fig04_mask_k.png",
-        pdf="figures/fig04_mask_k.pdf",
-    log:
-        "results/figures/logs/plot_mask_k.log",
-    benchmark:
-        "results/figures/benchmarks/plot_mask_k.tsv"
-    conda:
-        "../envs/mtp.yaml"
-    shell:
-        "mtpsd plot mask-k --out {output.png:q} > {log:q} 2>&1"
-
-
-rule plot_pareto:
-    """Figure 5: accuracy vs effective k (ours and the paper's GSM8K points)."""
-    input:
-        "results/summary/results.csv",
-    output:
-        png="figures/fig05_pareto.png",
-        pdf="figures/fig05_pareto.pdf",
-    log:
-        "results/figures/logs/plot_pareto.log",
-    benchmark:
-        "results/figures/benchmarks/plot_pareto.tsv"
-    conda:
-        "../envs/mtp.yaml"
-    shell:
-        "mtpsd plot pareto --in {input:q} --out {output.png:q} > {log:q} 2>&1"
+        "mtpsd plot {params.figure:q} {params.args:q} --out {output.png:q} > {log:q} 2>&1"
 
 
 rule confidence_quality:
@@ -108,109 +53,6 @@ rule confidence_quality:
         "mtpsd confidence-quality --student {input.student:q} --teacher {input.teacher:q}"
         " --config {input.cfg:q} --data {input.data:q} {params.args:q}"
         " --out {output:q} > {log:q} 2>&1"
-
-
-rule plot_confidence_quality:
-    """Figure 6: confidence vs quality scatter with correlations (first run)."""
-    input:
-        f"results/summary/confidence_quality_{RUNS[0]}.csv",
-    output:
-        png="figures/fig06_confidence_quality.png",
-        pdf="figures/fig06_confidence_quality.pdf",
-    log:
-        "results/figures/logs/plot_confidence_quality.log",
-    benchmark:
-        "results/figures/benchmarks/plot_confidence_quality.tsv"
-    conda:
-        "../envs/mtp.yaml"
-    shell:
-        "mtpsd plot confidence-quality --in {input:q} --out {output.png:q} > {log:q} 2>&1"
-
-
-rule plot_accuracy_steps:
-    """Figure 7: accuracy over training steps per decoding setting."""
-    input:
-        "results/summary/results.csv",
-    output:
-        png="figures/fig07_accuracy_steps.png",
-        pdf="figures/fig07_accuracy_steps.pdf",
-    log:
-        "results/figures/logs/plot_accuracy_steps.log",
-    benchmark:
-        "results/figures/benchmarks/plot_accuracy_steps.tsv"
-    conda:
-        "../envs/mtp.yaml"
-    shell:
-        "mtpsd plot accuracy-steps --in {input:q} --out {output.png:q} > {log:q} 2>&1"
-
-
-rule plot_acceleration_steps:
-    """Figure 8: effective k over training steps per decoding setting."""
-    input:
-        "results/summary/results.csv",
-    output:
-        png="figures/fig08_acceleration_steps.png",
-        pdf="figures/fig08_acceleration_steps.pdf",
-    log:
-        "results/figures/logs/plot_acceleration_steps.log",
-    benchmark:
-        "results/figures/benchmarks/plot_acceleration_steps.tsv"
-    conda:
-        "../envs/mtp.yaml"
-    shell:
-        "mtpsd plot acceleration-steps --in {input:q} --out {output.png:q} > {log:q} 2>&1"
-
-
-rule plot_wallclock:
-    """Figure 9: wall-clock speedup vs effective k, from the batch-1 speed runs."""
-    input:
-        "results/summary/speed.csv",
-    output:
-        png="figures/fig09_wallclock.png",
-        pdf="figures/fig09_wallclock.pdf",
-    log:
-        "results/figures/logs/plot_wallclock.log",
-    benchmark:
-        "results/figures/benchmarks/plot_wallclock.tsv"
-    conda:
-        "../envs/mtp.yaml"
-    shell:
-        "mtpsd plot wallclock --in {input:q} --out {output.png:q} > {log:q} 2>&1"
-
-
-rule plot_training:
-    """Figure 10: training loss and per-position teacher agreement."""
-    input:
-        "results/summary/train_metrics.csv",
-    output:
-        png="figures/fig10_training.png",
-        pdf="figures/fig10_training.pdf",
-    log:
-        "results/figures/logs/plot_training.log",
-    benchmark:
-        "results/figures/benchmarks/plot_training.tsv"
-    conda:
-        "../envs/mtp.yaml"
-    shell:
-        "mtpsd plot training --in {input:q} --out {output.png:q} > {log:q} 2>&1"
-
-
-rule plot_ablations:
-    """Figure 11 (configs with ablation runs): accuracy vs effective k, one curve per ablation,
-    beside the paper's ablation rows."""
-    input:
-        "results/summary/results.csv",
-    output:
-        png=f"figures/{ABLATION_FIGURE[0]}.png",
-        pdf=f"figures/{ABLATION_FIGURE[0]}.pdf",
-    log:
-        "results/figures/logs/plot_ablations.log",
-    benchmark:
-        "results/figures/benchmarks/plot_ablations.tsv"
-    conda:
-        "../envs/mtp.yaml"
-    shell:
-        "mtpsd plot ablations --in {input:q} --out {output.png:q} > {log:q} 2>&1"
 
 
 rule make_tables:
