@@ -23,7 +23,12 @@ OVERLAYS = {
     "paper-1gpu": ["config/paper.yaml", "config/paper_1gpu.yaml"],
     "ablations": ["config/ablations.yaml"],
     "paper-ablations": ["config/paper.yaml", "config/paper_ablations.yaml"],
+    "published": ["config/paper.yaml", "config/published.yaml"],
+    "published-general": ["config/paper.yaml", "config/published.yaml", "config/general.yaml"],
+    "paper-1gpu-qwen": ["config/paper.yaml", "config/paper_1gpu.yaml", "config/qwen3_4b.yaml"],
 }
+# library messages a user cannot act on (mtpsd.library_noise; the schema's dialect)
+NOISE = ("No validator found", "Failed to load", "register_constant()")
 
 
 # the venv's bin first: `mtpsd` for the rules, `shfmt` (shfmt-py) for snakefmt
@@ -46,18 +51,41 @@ def _scratch_copy(dest: Path) -> None:
             shutil.copy(src, dest / name)
 
 
+def job_stats(out: str) -> dict[str, int]:
+    """Snakemake's "Job stats" table of a dry run: rule -> jobs (and "total")."""
+    return {w[0]: int(w[1]) for w in (line.split() for line in out.splitlines())
+            if len(w) == 2 and w[1].isdigit()}
+
+
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory):
+    """`snakemake -n --quiet rules` of each overlay, run once per module (output, return code)."""
+    root = tmp_path_factory.mktemp("dry")
+    _scratch_copy(root)
+    cache = {}
+
+    def run(name):
+        if name not in cache:
+            args = ["-n", "--quiet", "rules"] + (["--configfile", *OVERLAYS[name]] if OVERLAYS[name] else [])
+            proc = snakemake(*args, cwd=root)
+            cache[name] = (proc.stdout + proc.stderr, proc.returncode)
+        return cache[name]
+
+    return run
+
+
 @pytest.mark.workflow
 @pytest.mark.parametrize("name", OVERLAYS)
-def test_dry_run_builds_the_dag(name, tmp_path):
-    _scratch_copy(tmp_path)
-    args = ["-n", "--quiet", "rules"]
-    if OVERLAYS[name]:
-        args += ["--configfile", *OVERLAYS[name]]
-    proc = snakemake(*args, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout + proc.stderr
-    for rule in ("prepare_data", "add_mtp_token", "train_mtp", "evaluate", "summarize"):
+def test_dry_run_builds_the_dag(name, dry_runs):
+    out, rc = dry_runs(name)
+    assert rc == 0, out
+    trains = not name.startswith("published")
+    for rule in ("prepare_data", "evaluate", "summarize") + (("add_mtp_token", "train_mtp") if trains else ()):
         assert rule in out, f"{rule} missing from the {name} DAG:\n{out}"
+    # the plan prints once, before the DAG; no library noise; a screenful with the quiet flag
+    assert out.count("# GPU plan for") + out.count("# CPU plan") == 1, out
+    assert not [n for n in NOISE if n in out], out
+    assert len(out.splitlines()) <= 100, out
 
 
 @pytest.mark.workflow
@@ -86,15 +114,27 @@ def test_several_trainings_share_the_cores(tmp_path):
 
 
 @pytest.mark.workflow
-def test_published_overlay_evaluates_without_training(tmp_path):
-    _scratch_copy(tmp_path)
-    proc = snakemake("-n", "--quiet", "rules", "--configfile", "config/paper.yaml", "config/published.yaml",
-                     cwd=tmp_path)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    jobs = dict(line.split()[:2] for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit())
-    assert jobs["import_checkpoint"] == "2" and int(jobs["evaluate"]) > 0, out
+def test_published_overlay_is_the_gsm8k_table_without_training(dry_runs):
+    """`snakemake -n --quiet rules --configfile config/paper.yaml config/published.yaml`: the
+    paper's GSM8K table for both checkpoints (19 settings + step 0 each), their imports and
+    batch-1 speed runs, the figures; nothing trains; the plan gives H100 hours per rule."""
+    out, rc = dry_runs("published")
+    assert rc == 0, out
+    jobs = job_stats(out)
+    assert (jobs["import_checkpoint"], jobs["import_base"], jobs["evaluate"], jobs["decode"]) == (2, 2, 40, 38), out
     assert "train_mtp" not in jobs and "add_mtp_token" not in jobs, out
+    plan = out[out.index("# GPU plan for H100 SXM 80 GB"):]
+    rows = [line for line in plan.splitlines() if line.startswith("| ") and "mtpsd_gsm8k_cot" in line]
+    assert len(rows) == 2 and all(r.endswith("| estimate (model) |") for r in rows), plan
+    assert {line.split(" | ")[2] for line in plan.splitlines() if " | evaluate | " in line} == {"mtpsd_gsm8k_cot"}
+
+
+@pytest.mark.workflow
+def test_an_overlay_without_paper_yaml_stops_the_dag(tmp_path):
+    _scratch_copy(tmp_path)
+    proc = snakemake("-n", "--configfile", "config/paper_ablations.yaml", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "requires: paper" in proc.stdout + proc.stderr and "config/paper.yaml" in proc.stdout + proc.stderr
 
 
 @pytest.mark.workflow
