@@ -4,6 +4,7 @@ run of the embedded default, shrunk by tests/fixtures/ci.yaml, in a scratch copy
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -255,3 +256,44 @@ def test_magpie_ablation_trains_on_its_own_data(tmp_path):
     assert "--train results/runs/l3-magpie-magpie/data/train.jsonl" in out
     assert "--train results/data/train.jsonl" in out
     assert "results/runs/l3-magpie-gt/data/" not in out
+
+
+def _readme_work_table() -> dict[tuple[str, ...], list[str]]:
+    """config/README.md's table of the documented commands: overlay files -> its cells."""
+    text = (REPO / "config" / "README.md").read_text()
+    start = text.index("| overlays after `config/paper.yaml` |")
+    rows = {}
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("| "):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[tuple(re.findall(r"`(config/[^`]+)`", cells[0]))] = cells[1:]
+    return rows
+
+
+@pytest.mark.workflow
+def test_config_readme_counts_come_from_the_dry_run(dry_runs):
+    """Jobs per rule (the dry run's job stats), forward passes and GPU-hours (the plan) of each
+    documented command, as config/README.md states them."""
+    from mtpsd.config import merge_sources
+    from mtpsd.evaluation.plan import PlanRow, _hours, plan, resolve_runs
+
+    table = _readme_work_table()
+    by_files = {tuple(files[1:]): name for name, files in OVERLAYS.items() if files[:1] == ["config/paper.yaml"]}
+    assert set(table) == {("config/published.yaml",), ("config/published.yaml", "config/general.yaml"),
+                          ("config/paper_1gpu.yaml", "config/qwen3_4b.yaml"), ()}
+    for files, cells in table.items():
+        out, rc = dry_runs(by_files[files])
+        assert rc == 0, out
+        jobs = job_stats(out)
+        counted = [str(jobs["total"])] + [str(jobs.get(r, 0)) for r in ("evaluate", "decode", "train_mtp")]
+        runs = resolve_runs(merge_sources([str(REPO / "config" / f) for f in ("config.yaml", "paper.yaml")]
+                                          + [str(REPO / f) for f in files]))
+        totals = {}
+        for gpu in ("h100", "h200"):
+            total = PlanRow("total", "", "")
+            for r in plan(runs, [], device=gpu, bench_dir=REPO / "no-bench", results=REPO / "no-results"):
+                total.add(r)
+            totals[gpu] = total
+        computed = counted + [f"{totals['h100'].passes:,}", _hours(totals["h100"].hours), _hours(totals["h200"].hours)]
+        assert cells == computed, (files, cells, computed)
