@@ -169,7 +169,10 @@ def ci_dag(tmp_path_factory):
     root = tmp_path_factory.mktemp("dag")
     _scratch_copy(root)
     proc = snakemake("--cores", "2", "--configfile", "tests/fixtures/ci.yaml", cwd=root, timeout=1500)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert out.count("# CPU plan") + out.count("# GPU plan for") == 1, out[:6000]  # the plan prints once
+    assert not [n for n in NOISE if n in out], out[-6000:]
     return root
 
 

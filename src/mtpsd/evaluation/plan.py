@@ -716,12 +716,6 @@ def render(rows: list[PlanRow], *, device: str, figures: list[SpeedFigure] | Non
     return "\n".join(lines) + "\n"
 
 
-def default_device(bench_dir: str | Path = "results/bench") -> str:
-    """The GPU whose figures exist under ``<bench_dir>/gpu/`` (the first by name), else "cpu"."""
-    gpus = sorted(p.name for p in (Path(bench_dir) / "gpu").glob("*") if p.is_dir())
-    return gpus[0] if gpus else CPU
-
-
 def plan_device(runs: dict[str, tuple[object, bool]], *, requested: str | None = None,
                 gpu_names: tuple[str, ...] = (), bench_dir: str | Path = "results/bench") -> tuple[str, str]:
     """(device, why) the plan is for: ``requested`` (``--gpu`` / ``MTPSD_GPU``), else the GPU
@@ -732,16 +726,15 @@ def plan_device(runs: dict[str, tuple[object, bool]], *, requested: str | None =
             raise MtpsdError(f"GPU {requested!r}: no time model (known: {', '.join(GPUS)}) and no measured "
                              f"figures under {Path(bench_dir) / 'gpu'}/")
         return requested, "requested"
-    if gpu_names:
-        name = gpu_names[0]
-        key = gpu_key(name)
-        if key is not None:
-            return key, f"found here: {name}"
-    figures = collect_figures(bench_dir)
-    cpu_rows = plan(runs, figures, device=CPU, bench_dir=bench_dir)
-    if all(r.unmeasured == 0 for r in cpu_rows if r.rule != "train_mtp"):
-        return CPU, "CPU figures cover the work"
-    return "h100", "no GPU here; MTPSD_GPU=h200|a100 or `mtpsd plan --gpu` for another"
+    if gpu_names and gpu_key(gpu_names[0]) is not None:
+        return gpu_key(gpu_names[0]), f"found here: {gpu_names[0]}"
+    if not gpu_names:
+        figures = collect_figures(bench_dir)
+        cpu_rows = plan(runs, figures, device=CPU, bench_dir=bench_dir)
+        if all(r.unmeasured == 0 for r in cpu_rows if r.rule != "train_mtp"):
+            return CPU, "CPU figures cover the work"
+    here = f"{gpu_names[0]} here has no time model" if gpu_names else "no GPU here"
+    return "h100", f"{here}; MTPSD_GPU=h200|a100 or `mtpsd plan --gpu` for another"
 
 
 def plan_text(runs: dict[str, tuple[object, bool]], *, requested: str | None = None,
