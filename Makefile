@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:
 #   make reproduce   # create .venv if missing, then run the whole DAG (embedded default)
 #   make test        # create .venv if missing, then run the test suite
+#   make report      # after a run: Snakemake's HTML report of it, results/report.html (offline)
 # Extra snakemake flags: make reproduce SMK_ARGS="--configfile config/smol.yaml"
 
 VENV ?= .venv
@@ -17,7 +18,7 @@ export HF_DATASETS_OFFLINE ?= 1
 SMK_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install reproduce test test-fast dryrun lint rulegraph fingerprint clean
+.PHONY: install reproduce report test test-fast dryrun lint rulegraph fingerprint clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +32,11 @@ $(VENV)/.installed: pyproject.toml
 
 reproduce: install
 	$(BIN)/snakemake --cores all $(SMK_ARGS)
+
+# every figure and table with its caption (workflow/report/), the rules, software and runtimes;
+# the same SMK_ARGS as the run (overlays), else it reports the default DAG
+report: install
+	$(BIN)/snakemake --report results/report.html $(SMK_ARGS)
 
 test: install
 	$(BIN)/pytest -q $(PYTEST_ARGS)

@@ -45,6 +45,18 @@ def _storage(t: torch.Tensor) -> int:
     return t.untyped_storage().data_ptr()
 
 
+def _tensors(obj):
+    """The tensors in an op's arguments or outputs (nested lists, tuples, dicts)."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for x in obj:
+            yield from _tensors(x)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            yield from _tensors(x)
+
+
 class NoHostSync(TorchDispatchMode):
     """Rejects ``FORBIDDEN`` ops (and boolean-mask indexing); records the storages the pass
     reads before creating them (``external``: storage address -> nbytes)."""
@@ -63,18 +75,16 @@ class NoHostSync(TorchDispatchMode):
             raise HostSyncError("boolean-mask indexing (output size depends on data) inside a captured pass")
         if func is aten.repeat_interleave.Tensor and kwargs.get("output_size") is None:
             raise HostSyncError("repeat_interleave without output_size inside a captured pass")
-        for t in torch.utils._pytree.tree_leaves((args, kwargs)):
-            if isinstance(t, torch.Tensor) and t.device.type != "meta":
-                addr = _storage(t)
-                if addr not in self.created and addr:
-                    self.external.setdefault(addr, t.untyped_storage().nbytes())
+        for t in _tensors((args, kwargs)):
+            addr = _storage(t)
+            if addr and addr not in self.created:
+                self.external.setdefault(addr, t.untyped_storage().nbytes())
         out = func(*args, **kwargs)
-        for t in torch.utils._pytree.tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                addr = _storage(t)
-                if addr not in self.external and addr not in self.created:
-                    self.created.add(addr)
-                    self.created_bytes += t.untyped_storage().nbytes()
+        for t in _tensors(out):
+            addr = _storage(t)
+            if addr not in self.external and addr not in self.created:
+                self.created.add(addr)
+                self.created_bytes += t.untyped_storage().nbytes()
         return out
 
 

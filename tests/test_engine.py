@@ -64,11 +64,25 @@ def make_model(name: str, seed: int = 0, dtype=torch.float64, device="cpu", scal
              else make_qwen3(seed, dtype, device))
     with torch.no_grad():
         model.lm_head.weight.mul_(scale)
+    model.test_key = (name, seed, str(dtype), str(device), scale)  # same key, same weights: references are reused
     return model
 
 
+_REFERENCES: dict = {}
+
+
 def reference(model, prompt, **kw):
-    return generate_cached(model, torch.tensor([prompt], device=model.device), mtp_token_id=MTP, **kw)
+    """The DynamicCache reference of one prompt, kept for the models ``make_model`` builds (the
+    eager and graph cases of one setting share it)."""
+    key = getattr(model, "test_key", None)
+    if key is None:
+        return generate_cached(model, torch.tensor([prompt], device=model.device), mtp_token_id=MTP, **kw)
+    key = (key, model.config.mtp_attention if hasattr(model.config, "mtp_attention") else None, tuple(prompt),
+           tuple(sorted((k, v if not isinstance(v, (list, set)) else tuple(v)) for k, v in kw.items()
+                        if k != "tokenizer")), type(kw.get("tokenizer")).__name__)
+    if key not in _REFERENCES:
+        _REFERENCES[key] = generate_cached(model, torch.tensor([prompt], device=model.device), mtp_token_id=MTP, **kw)
+    return _REFERENCES[key]
 
 
 def assert_same(got, ref, where=""):

@@ -48,3 +48,19 @@ def test_every_cli_verb_has_a_module_with_the_protocol():
         mod = importlib.import_module(f"mtpsd.cli.{module}")
         assert callable(mod.add_arguments) and callable(mod.run), verb
         assert mod.__doc__ and "mtpsd " + verb in mod.__doc__, f"{verb}: docstring needs an example invocation"
+
+
+def test_licence_metadata_is_an_spdx_string_with_its_file_and_setuptools_does_not_warn():
+    """PEP 639 metadata: the table form `{ text = "MIT" }` made every install print
+    setuptools' deprecation warning (no longer supported from 2027-02-18)."""
+    import warnings
+
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dist = apply_configuration(Distribution(), REPO / "pyproject.toml")
+    assert not [str(w.message) for w in caught if "licen" in str(w.message).lower()]
+    assert dist.metadata.license_expression == "MIT"
+    assert [(REPO / f).is_file() for f in dist.metadata.license_files] == [True]

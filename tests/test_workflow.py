@@ -3,6 +3,9 @@ run of the embedded default, shrunk by tests/fixtures/ci.yaml, in a scratch copy
 
 from __future__ import annotations
 
+import base64
+import html
+import json
 import os
 import re
 import shutil
@@ -148,6 +151,22 @@ def test_bad_config_stops_the_dag_naming_the_key(tmp_path):
     assert "k_maxx" in proc.stdout + proc.stderr
 
 
+def test_every_figure_has_a_report_caption_and_every_caption_is_used():
+    """The report() flags of figures.smk name one workflow/report/<stem>.rst per figure (figure 11
+    included, which the CI report does not reach) and per table; none is missing or left over."""
+    from mtpsd.plotting import ABLATION_FIGURE, FIGURES
+
+    report_dir = REPO / "workflow" / "report"
+    flagged = re.findall(r'report\(\s*f?"([^"]+)",\s*caption="\.\./report/(\w+)\.rst"',
+                         (REPO / "workflow" / "rules" / "figures.smk").read_text())
+    stems = [stem for _, stem in flagged]
+    figures = [stem for stem, _ in FIGURES.values()] + [ABLATION_FIGURE[0]]
+    assert [s for s in stems if s.startswith("fig")] == figures
+    assert all(path.endswith((f"{stem}.png", "{ABLATION_FIGURE[0]}.png")) for path, stem in flagged if stem in figures)
+    assert sorted(stems) == sorted(p.stem for p in report_dir.glob("*.rst") if p.stem != "workflow")
+    assert 'report: "report/workflow.rst"' in (REPO / "workflow" / "Snakefile").read_text()
+
+
 @pytest.mark.workflow
 def test_lint_is_clean():
     proc = snakemake("--lint")
@@ -194,6 +213,66 @@ def test_full_dag_runs_end_to_end(ci_dag):
     assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
 
 
+def _report_data(page: str, name: str):
+    """A JSON value the HTML report embeds as `var <name> = ...;` in its <script id=<name>>."""
+    m = re.search(rf'<script id="{name}">\s*var \w+ = (.*?);\s*</script>', page, re.S)
+    assert m, f"no {name} in the report"
+    return json.loads(m.group(1))
+
+
+def _plain(fragment: str) -> str:
+    """The text of an HTML fragment, whitespace collapsed."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", fragment)).split())
+
+
+def _caption(stem: str) -> str:
+    """The RST caption of a figure or table, as text (inline literals unquoted)."""
+    return " ".join((REPO / "workflow" / "report" / f"{stem}.rst").read_text().replace("``", "").split())
+
+
+def _build_html_report(root: Path, *configfiles: str) -> tuple[dict, dict, str]:
+    """`snakemake --report results/report.html` (what `make report` runs) in `root`, offline:
+    the report's results, categories and workflow description."""
+    proc = snakemake("--report", "results/report.html", "--configfile", *configfiles, cwd=root)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "downloading" not in out.lower(), "a report asset is missing from the installed snakemake"
+    page = (root / "results" / "report.html").read_text(encoding="utf-8")
+    return _report_data(page, "results"), _report_data(page, "categories"), _report_data(page, "workflow-desc")
+
+
+def _assert_figures_in_report(root: Path, results: dict, categories: dict) -> list[str]:
+    """Every figure PNG under root/figures is in the report byte for byte, with its caption."""
+    figures = sorted(f"figures/{p.name}" for p in (root / "figures").glob("fig*.png"))
+    for fig in figures:
+        entry = results.get(fig)
+        assert entry is not None, f"{fig} is not in the report"
+        assert entry["mime_type"] == "image/png"
+        assert base64.b64decode(entry["data_uri"].split("base64,", 1)[1]) == (root / fig).read_bytes(), fig
+        assert _plain(entry["caption"]) == _caption(Path(fig).stem), fig
+    assert sorted(f for files in categories["Figures"].values() for f in files) == figures
+    return figures
+
+
+@pytest.mark.slow
+@pytest.mark.workflow
+def test_html_report_has_every_figure_with_its_caption(ci_dag):
+    """Snakemake's HTML report of the run above: the ten figures (captions from
+    workflow/report/), the two tables and paper/report.md, and the workflow description."""
+    results, categories, desc = _build_html_report(ci_dag, "tests/fixtures/ci.yaml")
+    figures = _assert_figures_in_report(ci_dag, results, categories)
+    assert len(figures) == 10
+    assert set(categories["Figures"]) == {"Training", "Decoding"}
+    tables = {"paper/generated/table01_strategies.md": "table01_strategies",
+              "paper/generated/table02_paper_vs_ours.md": "table02_paper_vs_ours",
+              "paper/report.md": "paper_report"}
+    assert categories["Tables"] == {"Decoding": list(tables)[:2], "Claims": ["paper/report.md"]}
+    for path, stem in tables.items():
+        assert _plain(results[path]["caption"]) == _caption(stem), path
+        assert results[path]["job_properties"]["rule"] in ("make_tables", "make_report")
+    assert "Runs in this report: tiny." in _plain(desc)
+
+
 ABLATION_RUNS = ("tiny-abl", "tiny-gt", "tiny-soft", "tiny-bda", "tiny-static-k", "tiny-prefix")
 
 
@@ -227,6 +306,8 @@ def test_ablation_overlay_runs_end_to_end(ci_dag):
         assert f"(`{run}` vs `tiny-abl`)" in section, run
     fig = ci_dag / "figures" / "fig11_ablations.png"
     assert fig.exists() and fig.stat().st_size > 5000
+    report_results, categories, _ = _build_html_report(ci_dag, *overlay)  # figure 11 with its caption too
+    assert len(_assert_figures_in_report(ci_dag, report_results, categories)) == 11
     again = snakemake("-n", "--configfile", *overlay, cwd=ci_dag)
     assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
 

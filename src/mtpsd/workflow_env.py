@@ -8,7 +8,7 @@ Snakemake copies the env file under ``--conda-prefix`` (default ``.snakemake/con
 working directory) and conda runs pip from the directory of that copy, so a relative path
 (``-e ../..``) resolves inside the conda prefix and breaks with ``--conda-prefix`` elsewhere
 or ``--directory``. pip expands ``${VAR}`` in requirement lines; ``workflow/rules/common.smk``
-calls :func:`export_source_dir` with the Snakefile's directory before any environment is
+calls :func:`export_source_dir` with the Snakefile's directory (its checkout is used) before any environment is
 created, so the Snakemake process (and conda and pip under it) sees the checkout's path.
 
 **GPUs** (``workflow/rules/gpus.smk``). Every rule that runs on a GPU declares

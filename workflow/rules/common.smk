@@ -372,39 +372,6 @@ def figure_targets():
     return out
 
 
-# Figure file stem -> `mtpsd plot` name (figure 11 only matters for configs with ablation runs).
-PLOT_FIGURES = {stem: name for name, stem in FIGURE_STEMS.items()} | {
-    ABLATION_FIGURE[0]: "ablations"
-}
-# What each figure reads (default: results/summary/results.csv); chunks: chunks_decode_file.
-PLOT_READS = {
-    "layout": [],
-    "mask-offsets": [],
-    "mask-k": [],
-    "wallclock": ["results/summary/speed.csv"],
-    "training": ["results/summary/train_metrics.csv"],
-    "confidence-quality": [f"results/summary/confidence_quality_{RUNS[0]}.csv"],
-}
-
-
-def plot_name(wildcards):
-    """The `mtpsd plot` name of figure file stem `wildcards.stem`."""
-    return PLOT_FIGURES[wildcards.stem]
-
-
-def plot_input(wildcards):
-    """The file one figure is drawn from (none for the layout and mask figures)."""
-    name = plot_name(wildcards)
-    if name == "chunks":
-        return [chunks_decode_file(wildcards)]
-    return PLOT_READS.get(name, ["results/summary/results.csv"])
-
-
-def plot_in_args(wildcards):
-    """`--in FILE` of one figure, as a list (quoted element by element with :q)."""
-    return [arg for path in plot_input(wildcards) for arg in ("--in", path)]
-
-
 def chunks_decode_file(wildcards):
     """Decode JSONL for figure 1: the first run's ConfAdapt setting closest to tau=0.9."""
     run = RUNS[0]

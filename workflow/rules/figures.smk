@@ -1,31 +1,113 @@
-# Figures, tables and the paper report (method.md section 7b). Figures (one rule, `plot`,
-# one job per figure) read only results/summary/*.csv and decode JSONL (never checkpoints),
-# except the analysis rule confidence_quality, which scores validation prefixes with the
-# student and its teacher. Outputs: figures/fig{NN}_{slug}.{png,pdf}, paper/generated/*,
-# paper/report.md.
+# Figures, tables and the paper report (method.md section 7b). Figures read only
+# results/summary/*.csv and decode JSONL (never checkpoints), except the analysis rule
+# confidence_quality, which scores validation prefixes with the student and its teacher.
+# Outputs: figures/fig{NN}_{slug}.{png,pdf}, paper/generated/*, paper/report.md.
+# The PNGs, the Markdown tables and paper/report.md carry report() flags for Snakemake's HTML
+# report (`make report`); their one-sentence captions are workflow/report/*.rst.
 
 
-rule plot:
-    """One figure (mtpsd.plotting.FIGURES, figure 11 for configs with ablation runs), drawn by
-    `mtpsd plot` from the summary or decode file it reads (plot_input)."""
+rule plot_chunks:
+    """Figure 1: one generated answer coloured by decoding chunk."""
     input:
-        plot_input,
+        chunks_decode_file,
     output:
-        png="figures/{stem}.png",
-        pdf="figures/{stem}.pdf",
+        png=report(
+            "figures/fig01_chunks.png",
+            caption="../report/fig01_chunks.rst",
+            category="Figures",
+            subcategory="Decoding",
+        ),
+        pdf="figures/fig01_chunks.pdf",
     log:
-        "results/figures/logs/plot_{stem}.log",
+        "results/figures/logs/plot_chunks.log",
     benchmark:
-        "results/figures/benchmarks/plot_{stem}.tsv"
-    wildcard_constraints:
-        stem=names_regex(PLOT_FIGURES),
+        "results/figures/benchmarks/plot_chunks.tsv"
     conda:
         "../envs/mtp.yaml"
-    params:
-        figure=plot_name,
-        args=plot_in_args,
     shell:
-        "mtpsd plot {params.figure:q} {params.args:q} --out {output.png:q} > {log:q} 2>&1"
+        "mtpsd plot chunks --in {input:q} --out {output.png:q} > {log:q} 2>&1"
+
+
+rule plot_layout:
+    """Figure 2: training layout of one hand-made text (mtpsd.layout)."""
+    output:
+        png=report(
+            "figures/fig02_layout.png",
+            caption="../report/fig02_layout.rst",
+            category="Figures",
+            subcategory="Training",
+        ),
+        pdf="figures/fig02_layout.pdf",
+    log:
+        "results/figures/logs/plot_layout.log",
+    benchmark:
+        "results/figures/benchmarks/plot_layout.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot layout --out {output.png:q} > {log:q} 2>&1"
+
+
+rule plot_mask_offsets:
+    """Figure 3: blocked attention mask for two sets of prediction positions."""
+    output:
+        png=report(
+            "figures/fig03_mask_offsets.png",
+            caption="../report/fig03_mask_offsets.rst",
+            category="Figures",
+            subcategory="Training",
+        ),
+        pdf="figures/fig03_mask_offsets.pdf",
+    log:
+        "results/figures/logs/plot_mask_offsets.log",
+    benchmark:
+        "results/figures/benchmarks/plot_mask_offsets.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot mask-offsets --out {output.png:q} > {log:q} 2>&1"
+
+
+rule plot_mask_k:
+    """Figure 4: blocked attention mask for two values of k."""
+    output:
+        png=report(
+            "figures/fig04_mask_k.png",
+            caption="../report/fig04_mask_k.rst",
+            category="Figures",
+            subcategory="Training",
+        ),
+        pdf="figures/fig04_mask_k.pdf",
+    log:
+        "results/figures/logs/plot_mask_k.log",
+    benchmark:
+        "results/figures/benchmarks/plot_mask_k.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot mask-k --out {output.png:q} > {log:q} 2>&1"
+
+
+rule plot_pareto:
+    """Figure 5: accuracy vs effective k (ours and the paper's GSM8K points)."""
+    input:
+        "results/summary/results.csv",
+    output:
+        png=report(
+            "figures/fig05_pareto.png",
+            caption="../report/fig05_pareto.rst",
+            category="Figures",
+            subcategory="Decoding",
+        ),
+        pdf="figures/fig05_pareto.pdf",
+    log:
+        "results/figures/logs/plot_pareto.log",
+    benchmark:
+        "results/figures/benchmarks/plot_pareto.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot pareto --in {input:q} --out {output.png:q} > {log:q} 2>&1"
 
 
 rule confidence_quality:
@@ -55,12 +137,157 @@ rule confidence_quality:
         " --out {output:q} > {log:q} 2>&1"
 
 
+rule plot_confidence_quality:
+    """Figure 6: confidence vs quality scatter with correlations (first run)."""
+    input:
+        f"results/summary/confidence_quality_{RUNS[0]}.csv",
+    output:
+        png=report(
+            "figures/fig06_confidence_quality.png",
+            caption="../report/fig06_confidence_quality.rst",
+            category="Figures",
+            subcategory="Decoding",
+        ),
+        pdf="figures/fig06_confidence_quality.pdf",
+    log:
+        "results/figures/logs/plot_confidence_quality.log",
+    benchmark:
+        "results/figures/benchmarks/plot_confidence_quality.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot confidence-quality --in {input:q} --out {output.png:q} > {log:q} 2>&1"
+
+
+rule plot_accuracy_steps:
+    """Figure 7: accuracy over training steps per decoding setting."""
+    input:
+        "results/summary/results.csv",
+    output:
+        png=report(
+            "figures/fig07_accuracy_steps.png",
+            caption="../report/fig07_accuracy_steps.rst",
+            category="Figures",
+            subcategory="Training",
+        ),
+        pdf="figures/fig07_accuracy_steps.pdf",
+    log:
+        "results/figures/logs/plot_accuracy_steps.log",
+    benchmark:
+        "results/figures/benchmarks/plot_accuracy_steps.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot accuracy-steps --in {input:q} --out {output.png:q} > {log:q} 2>&1"
+
+
+rule plot_acceleration_steps:
+    """Figure 8: effective k over training steps per decoding setting."""
+    input:
+        "results/summary/results.csv",
+    output:
+        png=report(
+            "figures/fig08_acceleration_steps.png",
+            caption="../report/fig08_acceleration_steps.rst",
+            category="Figures",
+            subcategory="Training",
+        ),
+        pdf="figures/fig08_acceleration_steps.pdf",
+    log:
+        "results/figures/logs/plot_acceleration_steps.log",
+    benchmark:
+        "results/figures/benchmarks/plot_acceleration_steps.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot acceleration-steps --in {input:q} --out {output.png:q} > {log:q} 2>&1"
+
+
+rule plot_wallclock:
+    """Figure 9: wall-clock speedup vs effective k, from the batch-1 speed runs."""
+    input:
+        "results/summary/speed.csv",
+    output:
+        png=report(
+            "figures/fig09_wallclock.png",
+            caption="../report/fig09_wallclock.rst",
+            category="Figures",
+            subcategory="Decoding",
+        ),
+        pdf="figures/fig09_wallclock.pdf",
+    log:
+        "results/figures/logs/plot_wallclock.log",
+    benchmark:
+        "results/figures/benchmarks/plot_wallclock.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot wallclock --in {input:q} --out {output.png:q} > {log:q} 2>&1"
+
+
+rule plot_training:
+    """Figure 10: training loss and per-position teacher agreement."""
+    input:
+        "results/summary/train_metrics.csv",
+    output:
+        png=report(
+            "figures/fig10_training.png",
+            caption="../report/fig10_training.rst",
+            category="Figures",
+            subcategory="Training",
+        ),
+        pdf="figures/fig10_training.pdf",
+    log:
+        "results/figures/logs/plot_training.log",
+    benchmark:
+        "results/figures/benchmarks/plot_training.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot training --in {input:q} --out {output.png:q} > {log:q} 2>&1"
+
+
+rule plot_ablations:
+    """Figure 11 (configs with ablation runs): accuracy vs effective k, one curve per ablation,
+    beside the paper's ablation rows."""
+    input:
+        "results/summary/results.csv",
+    output:
+        png=report(
+            f"figures/{ABLATION_FIGURE[0]}.png",
+            caption="../report/fig11_ablations.rst",
+            category="Figures",
+            subcategory="Training",
+        ),
+        pdf=f"figures/{ABLATION_FIGURE[0]}.pdf",
+    log:
+        "results/figures/logs/plot_ablations.log",
+    benchmark:
+        "results/figures/benchmarks/plot_ablations.tsv"
+    conda:
+        "../envs/mtp.yaml"
+    shell:
+        "mtpsd plot ablations --in {input:q} --out {output.png:q} > {log:q} 2>&1"
+
+
 rule make_tables:
     """Every strategy x task with standard errors, and paper vs ours (Markdown + LaTeX)."""
     input:
         "results/summary/results.csv",
     output:
-        expand("paper/generated/{table}.{ext}", table=TABLES, ext=["md", "tex"]),
+        strategies=report(
+            "paper/generated/table01_strategies.md",
+            caption="../report/table01_strategies.rst",
+            category="Tables",
+            subcategory="Decoding",
+        ),
+        paper_vs_ours=report(
+            "paper/generated/table02_paper_vs_ours.md",
+            caption="../report/table02_paper_vs_ours.rst",
+            category="Tables",
+            subcategory="Decoding",
+        ),
+        tex=expand("paper/generated/{table}.tex", table=TABLES),
     log:
         "results/figures/logs/make_tables.log",
     benchmark:
@@ -81,7 +308,12 @@ rule make_report:
         ablations=ablation_figure_targets(),
         tables=expand("paper/generated/{table}.md", table=TABLES),
     output:
-        report="paper/report.md",
+        report=report(
+            "paper/report.md",
+            caption="../report/paper_report.rst",
+            category="Tables",
+            subcategory="Claims",
+        ),
         numbers="paper/generated/numbers.json",
         tex="paper/generated/numbers.tex",
     log:

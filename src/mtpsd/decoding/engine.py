@@ -34,8 +34,9 @@ Modes (``graphs``):
 - eager (the CPU default): every pass runs as Python, at exact shapes;
 - graphs (the CUDA default): shapes are padded to a few buckets (batch to a power of two,
   finished rows staying as padding rows until the batch fits a smaller power; width to
-  ``masks + 1, + 2, + 4, ..., 2 * masks + 1``; attended KV length to a multiple of
-  ``kv_bucket``) and every decode pass of one shape is a graph captured once and replayed
+  ``masks + 1, + 2, + 4, ..., 2 * masks + 1``, one width for passes of at most ``FLAT_TOKENS``
+  tokens; attended KV length to a multiple of
+  ``kv_bucket``, coarser as it grows: at most 1/8 more slots than needed) and every decode pass of one shape is a graph captured once and replayed
   (``graphs.CudaGraphs``; ``graph_backend`` swaps the backend, e.g. the tests' CPU
   emulator). Prefill is eager. A capture that fails raises and names the switch to eager.
 
@@ -74,6 +75,7 @@ PREFILL_CHUNK = 512  # default columns per row of one prefill pass
 # #193893 greedy generation corrupted on sm_100, #191612 mask dtype misread;
 # NVIDIA/TransformerEngine#2344 disables it under CUDA graphs for an illegal memory access).
 SDPA_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
+FLAT_TOKENS = 64  # graphs: passes of at most this many tokens get one width (see width_bucket)
 SWITCH = "decode without CUDA graphs: --engine eager (config decode.engine: eager, or MTPSD_ENGINE=eager)"
 
 
@@ -85,8 +87,12 @@ def _round_up(n: int, step: int) -> int:
     return -(-n // step) * step
 
 
-def width_bucket(w: int, masks: int) -> int:
-    """Smallest of ``masks + 1, masks + 2, masks + 4, ..., 2 * masks + 1`` that holds ``w``."""
+def width_bucket(w: int, masks: int, rows: int = 1 << 30) -> int:
+    """Smallest of ``masks + 1, masks + 2, masks + 4, ..., 2 * masks + 1`` that holds ``w``; just
+    ``2 * masks + 1`` when ``rows`` such rows carry at most ``FLAT_TOKENS`` tokens (a pass that
+    small is memory-bound on any GPU: a narrower width would cost the same and take a graph)."""
+    if rows * (2 * masks + 1) <= FLAT_TOKENS:
+        return max(2 * masks + 1, w)
     sizes = sorted({masks + (1 << i) for i in range((masks + 1).bit_length()) if (1 << i) <= masks + 1}
                    | {2 * masks + 1})
     return next((s for s in sizes if s >= w), w)
@@ -238,13 +244,13 @@ class DecodeEngine:
         before = self.counters["graph_captures"]
         rows = {self._batch_bucket(b) for b in range(1, batch + 1)}
         masks_set = {self.masks_per_row(strategy, k, b) for b in range(1, batch + 1)}
-        kvs = {self._kv_bucket(kv) for kv in range(1, min(seq_len, self._cache.slots) + 1, self.kv_bucket)}
+        kvs = {self._kv_bucket(kv) for kv in range(1, min(seq_len, self._cache.slots) + 1)}
         keys = set()
         for masks in masks_set:
             # a pass feeds the last chunk (static: all k) or the bonus token and drafts, then the masks
             widths = [2 * masks + 1] if strategy == "static" else range(masks + 1, 2 * masks + 2)
             bda = masks if self.attention == "bidirectional" else 0
-            keys |= {(B, width_bucket(w, masks), kv, w if strategy == "verify" else masks + 1, bda)
+            keys |= {(B, width_bucket(w, masks, B), kv, w if strategy == "verify" else masks + 1, bda)
                      for B in rows for w in widths for kv in kvs}
         for key in sorted(keys - self._graphs.keys()):
             B, W = key[:2]
@@ -276,7 +282,7 @@ class DecodeEngine:
             W = max(map(len, seqs.values()))
             first = t_first is None  # its width is the prompt's: eager, like prefill
             if self.graphs and not first:
-                W = width_bucket(W, masks)
+                W = width_bucket(W, masks, n_phys)
             K = max(len(r.drafts) for r in active) + masks + 1
             kv = self._kv_bucket(max(r.cache_len + len(seqs[r.phys]) for r in active))
             out = self._run(self._inputs(active, seqs, n_phys, W), kv, K, masks if self.attention == "bidirectional"
@@ -370,7 +376,13 @@ class DecodeEngine:
         return min(_pow2(n), self._cache.rows) if self.graphs else n
 
     def _kv_bucket(self, kv: int) -> int:
-        return min(_round_up(kv, self.kv_bucket), self._cache.slots) if self.graphs else kv
+        """Graphs: ``kv`` rounded up to a multiple of ``kv_bucket``, or of an eighth of the power
+        of two below it when that is larger (so a pass attends at most 1/8 more slots than it needs
+        and a 32k-token budget needs about 40 buckets, not 128), at most the cache's slots."""
+        if not self.graphs:
+            return kv
+        step = max(self.kv_bucket, (1 << (max(kv, 1).bit_length() - 1)) // 8)
+        return min(_round_up(kv, step), self._cache.slots)
 
     def _reserve(self, rows: int, slots: int) -> None:
         """Make the buffers hold ``rows`` rows of ``slots`` slots: rows grow to a power of two
@@ -382,7 +394,7 @@ class DecodeEngine:
         rows = max(min(_pow2(rows), self.max_batch_size), c.rows if c else 0)
         slots = max(min(_round_up(slots, SLOT_ROUND), self.max_seq_len), c.slots if c else 0)
         self._graphs.clear()  # they read the old buffers
-        if self.backend is not None and hasattr(self.backend, "release"):
+        if self.backend is not None:
             self.backend.release()
         self._cache = None  # free the old buffers first
         self._cache = RowCache.for_model(self.model, rows, slots)

@@ -1,7 +1,8 @@
 """The one seam between the decoding engine and CUDA graphs: capture a pass, replay it.
 
-The engine (``mtpsd.decoding.engine``) never touches ``torch.cuda.CUDAGraph`` itself. It
-hands a backend a pass function and the pass's *static inputs* (device tensors the pass
+The engine (``mtpsd.decoding.engine``) never touches ``torch.cuda.CUDAGraph`` itself. A
+backend has three methods: ``capture(fn, inputs)``, ``replay(captured)`` and ``release()``
+(the engine dropped every graph). The engine hands it a pass function and the pass's *static inputs* (device tensors the pass
 reads; the engine copies each new pass's values into them before a replay) and gets back
 a :class:`Captured`, which it replays. Everything a captured pass reads besides its static
 inputs (KV buffers, weights, the banned-id bias, the threshold) must keep its address for
