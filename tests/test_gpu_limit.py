@@ -117,13 +117,16 @@ def test_two_gpus_run_two_gpu_jobs_at_once(tmp_path):
 
 @pytest.mark.workflow
 def test_the_workflow_states_its_gpu_limit(tmp_path):
-    """The paper DAG's dry run under one visible GPU names the limit in its plan."""
+    """The paper DAG's dry run under one visible GPU names the limit in its plan, and a training
+    whose accelerate config launches more processes than there are GPUs (FSDP over 4) is named
+    before Snakemake refuses to start it."""
     for name in ("workflow", "config"):
         shutil.copytree(REPO / name, tmp_path / name)
+    (tmp_path / "fsdp.yaml").write_text("train: {accelerate_config: config/accelerate/fsdp.yaml}\n")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", CUDA_VISIBLE_DEVICES="0")
-    proc = subprocess.run([SNAKEMAKE, "-n", "--quiet", "rules", "--configfile", "config/paper.yaml",
-                           "config/published.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([SNAKEMAKE, "-n", "-q", "--configfile", "config/paper.yaml", "fsdp.yaml"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "GPU jobs: at most 1 GPU(s) at once (1 detected by CUDA_VISIBLE_DEVICES=0" in out, out
+    assert "train_mtp of qwen3-4b needs 4 GPUs (train.accelerate_config), more than the 1 here" in out, out

@@ -423,6 +423,13 @@ def print_plan():
 
     runs = {run: (RUN_CFG[run], run in IMPORTED_RUNS) for run in RUNS}
     notes = (GPU_LIMIT.line(),) if GPU_LIMIT is not None else ()
+    if GPU_LIMIT is not None and GPU_LIMIT.limit is not None:
+        notes += tuple(
+            f"train_mtp of {run} needs {n} GPUs (train.accelerate_config), more than the {GPU_LIMIT.limit} "
+            "here: Snakemake will not start it (config/paper_1gpu.yaml trains on one)"
+            for run in TRAINED_RUNS
+            if (n := train_num_gpus(RUN_CFG[run])) > GPU_LIMIT.limit
+        )
     try:
         text = plan_text(
             runs,
