@@ -128,12 +128,15 @@ def ci_dag(tmp_path_factory):
     """A scratch copy after one real run of the shrunk default (tests/fixtures/ci.yaml), shared
     by the workflow tests (tests/test_workflow.py, tests/test_faults.py); some add to it (the
     ablation overlay), so :func:`ci_dag_as_run` keeps a copy of the run as it ended."""
-    from tests.test_workflow import _scratch_copy, snakemake
+    from tests.test_workflow import NOISE, _scratch_copy, snakemake
 
     root = tmp_path_factory.mktemp("dag")
     _scratch_copy(root)
     proc = snakemake("--cores", "2", "--configfile", "tests/fixtures/ci.yaml", cwd=root, timeout=1500)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert out.count("# CPU plan") + out.count("# GPU plan for") == 1, out[:6000]  # the plan prints once
+    assert not [n for n in NOISE if n in out], out[-6000:]  # no library warnings a user cannot act on
     shutil.copytree(root, root.parent / f"{root.name}-as-run", symlinks=True)  # 22 MB, mtimes kept
     return root
 

@@ -12,7 +12,7 @@ import errno
 import importlib
 import sys
 
-from mtpsd import numerics
+from mtpsd import library_noise, numerics
 from mtpsd.errors import MtpsdError
 
 # verb -> (module, one-line help)
@@ -49,6 +49,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     numerics.apply()  # before any verb imports torch (mtpsd.numerics)
+    library_noise.install()  # library messages a user cannot act on (mtpsd.library_noise)
     argv = list(sys.argv[1:] if argv is None else argv)
     verb = next((a for a in argv if not a.startswith("-")), None)
     if verb is not None and verb not in COMMANDS:
