@@ -49,7 +49,7 @@ dryrun: install
 
 lint: install
 	$(BIN)/snakemake --lint
-	$(BIN)/snakefmt --check workflow/Snakefile workflow/rules
+	$(BIN)/snakefmt --check Snakefile workflow/rules
 
 rulegraph: install
 	$(BIN)/snakemake --rulegraph $(SMK_ARGS)

@@ -74,7 +74,7 @@ def test_rule_env_installs_this_checkout_from_any_prefix_and_directory(tmp_path)
     workdir, prefix = tmp_path / "elsewhere" / "work", tmp_path / "envs" / "conda"
     workdir.mkdir(parents=True)
     proc = subprocess.run(
-        [SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
+        [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
          "--configfile", str(REPO / "config" / "config.yaml"), "--use-conda", "--conda-prefix", str(prefix),
          "--conda-create-envs-only", "--cores", "1"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

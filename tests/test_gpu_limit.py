@@ -80,7 +80,7 @@ def _run_fixture(tmp_path: Path, *extra: str, visible: str) -> dict[str, tuple[f
                CUDA_VISIBLE_DEVICES=visible)
     proc = subprocess.run(
         [SNAKEMAKE, "--snakefile", str(FIXTURE), "--directory", str(work),
-         "--workflow-profile", str(REPO / "workflow" / "profiles" / "default"), "--cores", "4", *extra],
+         "--workflow-profile", str(REPO / "profiles" / "default"), "--cores", "4", *extra],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     times = {}
@@ -120,8 +120,9 @@ def test_the_workflow_states_its_gpu_limit(tmp_path):
     """The paper DAG's dry run under one visible GPU names the limit in its plan, and a training
     whose accelerate config launches more processes than there are GPUs (FSDP over 4) is named
     before Snakemake refuses to start it."""
-    for name in ("workflow", "config"):
-        shutil.copytree(REPO / name, tmp_path / name)
+    from tests.test_workflow import _scratch_copy
+
+    _scratch_copy(tmp_path)
     (tmp_path / "fsdp.yaml").write_text("train: {accelerate_config: config/accelerate/fsdp.yaml}\n")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", CUDA_VISIBLE_DEVICES="0")
     proc = subprocess.run([SNAKEMAKE, "-n", "-q", "--configfile", "config/paper.yaml", "fsdp.yaml"],

@@ -1,4 +1,4 @@
-"""workflow/profiles/slurm against a real SLURM: Debian's 22.05 on one node of this machine
+"""profiles/slurm against a real SLURM: Debian's 22.05 on one node of this machine
 (tests/slurm_cluster.py), the executor plugin pinned by the `cluster` extra.
 
 The shrunk CI DAG (tests/fixtures/ci.yaml) runs through the project's profile, with its two
@@ -21,7 +21,7 @@ import pytest
 from tests.slurm_cluster import LocalSlurm, unavailable
 from tests.test_workflow import SNAKEMAKE, VENV_ENV, _scratch_copy, snakemake
 
-PROFILE = "workflow/profiles/slurm"
+PROFILE = "profiles/slurm"
 CI = ("--configfile", "tests/fixtures/ci.yaml")
 # the plugin's first status check comes 40 s after a submission (then every 40-180 s), which
 # suits clusters; the jobs here take seconds
@@ -47,7 +47,7 @@ def test_profile_placeholders_stop_the_run_before_any_submission(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-3000:]
     assert "default-resources: slurm_partition; default-resources: slurm_account" in out, out[-3000:]
-    assert "edit workflow/profiles/slurm/config.yaml" in out
+    assert "edit profiles/slurm/config.yaml" in out
     # the plugin writes each job's log folder and this line for every sbatch
     assert "submitted with SLURM jobid" not in out and not (tmp_path / ".snakemake" / "slurm_logs").exists()
     assert not (tmp_path / "results").exists()
@@ -73,7 +73,7 @@ def test_placeholders_are_found_in_default_and_per_rule_resources():
         overwrite_resources={"decode": {"slurm_partition": res("slurm_partition", "set-your-partition")}})
     found = unset_placeholders(settings)
     assert found == ["default-resources: slurm_account", "set-resources: decode: slurm_partition"]
-    assert "workflow/profiles/slurm/config.yaml" in placeholder_message(found)
+    assert "profiles/slurm/config.yaml" in placeholder_message(found)
     assert unset_placeholders(SimpleNamespace(default_resources=None, overwrite_resources={})) == []
 
 

@@ -46,7 +46,7 @@ def snakemake(*args, cwd=REPO, timeout=600):
 
 def _scratch_copy(dest: Path) -> None:
     """The workflow files of the repository (the package itself is installed)."""
-    for name in ("workflow", "config", "tests/fixtures/ci.yaml"):
+    for name in ("Snakefile", "workflow", "config", "profiles", "tests/fixtures/ci.yaml"):
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, dest / name)
@@ -175,7 +175,7 @@ def test_every_figure_has_a_report_caption_and_every_caption_is_used():
     assert [s for s in stems if s.startswith("fig")] == figures
     assert all(path.endswith((f"{stem}.png", "{ABLATION_FIGURE[0]}.png")) for path, stem in flagged if stem in figures)
     assert sorted(stems) == sorted(p.stem for p in report_dir.glob("*.rst") if p.stem != "workflow")
-    assert 'report: "report/workflow.rst"' in (REPO / "workflow" / "Snakefile").read_text()
+    assert 'report: "workflow/report/workflow.rst"' in (REPO / "Snakefile").read_text()
 
 
 @pytest.mark.workflow
@@ -187,7 +187,7 @@ def test_lint_is_clean():
 @pytest.mark.workflow
 def test_rules_are_snakefmt_formatted():
     snakefmt = str(Path(sys.executable).with_name("snakefmt"))
-    proc = subprocess.run([snakefmt, "--check", "workflow/Snakefile", "workflow/rules", "tests/fixtures/gpu_limit"],
+    proc = subprocess.run([snakefmt, "--check", "Snakefile", "workflow/rules", "tests/fixtures/gpu_limit"],
                           cwd=REPO,
                           capture_output=True, text=True, env=VENV_ENV)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -106,7 +106,7 @@ def test_the_recorded_holder(tmp_path):
 
 
 def test_which_invocations_take_the_lock():
-    assert wl.takes_lock(RUN) and wl.takes_lock(["snakemake", "--workflow-profile", "workflow/profiles/paper"])
+    assert wl.takes_lock(RUN) and wl.takes_lock(["snakemake", "--workflow-profile", "profiles/paper"])
     for extra in (["-n"], ["-np"], ["--dry-run"], ["--unlock"], ["--rulegraph"], ["--summary"], ["--lint"]):
         assert not wl.takes_lock([*RUN, *extra]), extra
     assert wl.takes_lock([*RUN, "--delete-all-output"])  # deletes what a live run writes

@@ -11,7 +11,7 @@ or ``--directory``. pip expands ``${VAR}`` in requirement lines; ``workflow/rule
 calls :func:`export_source_dir` with the Snakefile's directory (its checkout is used) before any environment is
 created, so the Snakemake process (and conda and pip under it) sees the checkout's path.
 
-**SLURM profile.** ``workflow/profiles/slurm/config.yaml`` ships ``slurm_partition: set-your-partition`` and
+**SLURM profile.** ``profiles/slurm/config.yaml`` ships ``slurm_partition: set-your-partition`` and
 ``slurm_account: set-your-account``; submitted as they are, every sbatch would be rejected
 (or the executor plugin would fail to validate the account). ``common.smk`` stops the run
 before any submission with :func:`placeholder_message`, naming the keys to edit.
@@ -35,7 +35,7 @@ SOURCE_VAR = "MTPSD_SOURCE"
 
 def checkout_dir(workflow_dir: str | Path) -> Path:
     """The checkout a workflow directory belongs to: the first of ``workflow_dir`` and its
-    parents holding ``pyproject.toml`` (the Snakefile lives in ``workflow/``), else itself."""
+    parents holding ``pyproject.toml``, else itself."""
     path = Path(workflow_dir).resolve()
     return next((d for d in (path, *path.parents) if (d / "pyproject.toml").is_file()), path)
 
@@ -50,7 +50,7 @@ def export_source_dir(workflow_dir: str | Path) -> str:
 # ---- the SLURM profile's placeholders -------------------------------------------
 
 PROFILE_PLACEHOLDERS = {"slurm_partition": "set-your-partition", "slurm_account": "set-your-account"}
-SLURM_PROFILE = "workflow/profiles/slurm/config.yaml"
+SLURM_PROFILE = "profiles/slurm/config.yaml"
 
 
 def _raw(resource) -> object:
