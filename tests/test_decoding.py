@@ -31,8 +31,10 @@ def sharp_llama(tiny_llama, scale: float = 25.0, seed: int = 0):
 
 
 def hf_greedy(model, prompt, n):
+    """HF ``generate`` greedy, ``n`` tokens, the model's ``<MTP>`` suppressed (as the decoders ban it)."""
+    mtp = getattr(model.config, "mtp_token_id", None)
     out = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=n, min_new_tokens=n,
-                         suppress_tokens=[MTP], eos_token_id=None, pad_token_id=0)
+                         suppress_tokens=[MTP if mtp is None else mtp], eos_token_id=None, pad_token_id=0)
     return out[0, len(prompt):].tolist()
 
 
@@ -54,26 +56,24 @@ class WrappedLM(torch.nn.Module):
 
 class OracleDrafts(WrappedLM):
     """Wraps an LM; at ``<MTP>`` inputs the logits become a one-hot of the true greedy
-    continuation ``seq`` (position q predicts ``seq[q + 1]``), wrong when ``q % 7 == 0``:
-    proposals are accepted fully, partly or not at all, as with a trained model."""
+    continuation ``seq`` (position q predicts ``seq[q + 1]``, 3 past its end), wrong when
+    ``q % 7 == 0``: proposals are accepted fully, partly or not at all, as with a trained
+    model. Tensor ops only (no host reads), so CUDA graphs (and their emulator) can capture it."""
 
     def __init__(self, model, seq):
         super().__init__(model)
-        self.seq = seq
+        self.mtp = int(model.config.mtp_token_id)
+        self.register_buffer("seq", torch.tensor(list(seq) + [3], dtype=torch.long), persistent=False)
 
     def forward(self, input_ids, past_key_values=None, position_ids=None, logits_to_keep=0, **kw):
         past = past_key_values.get_seq_length() if past_key_values is not None else 0
         out = self.inner(input_ids=input_ids, past_key_values=past_key_values, position_ids=position_ids, **kw)
-        logits = out.logits.clone()  # (B, L, V)
         B, L = input_ids.shape
         pos = position_ids if position_ids is not None else torch.arange(past, past + L).expand(B, L)
-        for b, j in (input_ids == MTP).nonzero().tolist():
-            q = int(pos[b, j])
-            target = self.seq[q + 1] if q + 1 < len(self.seq) else 3
-            if q % 7 == 0:
-                target = (target + 1) % MTP
-            logits[b, j] = -10.0
-            logits[b, j, target] = 10.0
+        target = self.seq[(pos + 1).clamp(max=len(self.seq) - 1)]  # (B, L)
+        target = torch.where(pos % 7 == 0, (target + 1) % self.mtp, target)
+        onehot = torch.full_like(out.logits, -10.0).scatter_(-1, target[..., None], 10.0)
+        logits = torch.where((input_ids == self.mtp)[..., None], onehot, out.logits)  # (B, L, V)
         out.logits = logits[:, -logits_to_keep:] if logits_to_keep else logits
         return out
 

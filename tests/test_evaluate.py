@@ -68,6 +68,7 @@ def test_evaluate_cli_static_and_confadapt(run_dir):
     assert k1["provenance"]["config"]["eval"]["limit"] == 2 and "versions" in k1 and "configs" in k1
     # the result records the dtype it ran in (model.dtype auto = float32 on CPU) and its budget
     assert k1["dtype"] == "float32" and k1["max_gen_toks"] == 24 and k1["fewshot_as_multiturn"] is False
+    assert k1["engine"] == k1["decode_stats"]["engine"] == "eager"  # config decode.engine auto, on CPU
     # prompt is question + blank line (no few-shot), as the model was trained
     s = k1["samples"]["mtpsd_synth_math"][0]
     assert s["arguments"][0][0] == s["doc"]["question"] + "\n\n"

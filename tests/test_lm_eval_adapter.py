@@ -62,11 +62,13 @@ def test_until_and_max_gen_toks(lm_setup):
     assert r[0].stopped_by == "stop_string" and len(r[1].tokens) <= 5
 
 
-def test_decode_stats(lm_setup):
+@pytest.mark.parametrize("engine", ["auto", "reference"])
+def test_decode_stats(lm_setup, engine):
     model, tok = lm_setup
-    lm = MTPLM(pretrained=model, tokenizer=tok, strategy="static", k=3, batch_size=1, max_gen_toks=10)
+    lm = MTPLM(pretrained=model, tokenizer=tok, strategy="static", k=3, batch_size=1, max_gen_toks=10, engine=engine)
     lm.generate_until([request(c, until=[]) for c in ("abc", "Hello")])
     s = lm.decode_stats()
+    assert s["engine"] == ("eager" if engine == "auto" else "reference")
     chunks = [c for cs in s["chunk_sizes"] for c in cs]
     assert s["n_generations"] == 2 and len(s["chunk_sizes"]) == 2
     assert s["tokens"] == sum(chunks) == sum(len(r.tokens) for r in lm.results)
@@ -119,4 +121,11 @@ def test_decode_cli_writes_rows_and_summary(lm_setup, tmp_path):
         assert len(r["token_strs"]) == len(r["tokens"])
     summary = json.loads((tmp_path / "decode" / "static-k2.summary.json").read_text())
     assert summary["tokens"] == sum(len(r["tokens"]) for r in rows) and "provenance" in summary
+    assert summary["engine"] == "eager" and summary["graph_captures_timed"] == 0
+    ref_out = tmp_path / "decode" / "ref.jsonl"  # the way out: the reference decoder, same generations
+    assert main(["decode", "--checkpoint", str(ckpt), "--prompts", str(prompts), "--strategy", "static", "--k", "2",
+                 "--max-new-tokens", "9", "--limit", "2", "--dtype", "float64", "--device", "cpu",
+                 "--engine", "reference", "--out", str(ref_out)]) == 0
+    assert [json.loads(line)["tokens"] for line in ref_out.read_text().splitlines()] == [r["tokens"] for r in rows]
+    assert json.loads((tmp_path / "decode" / "ref.summary.json").read_text())["engine"] == "reference"
     assert main(["decode", "--checkpoint", str(tmp_path), "--prompts", str(prompts), "--out", str(out)]) == 2

@@ -43,8 +43,36 @@ def test_every_package_that_changes_a_number_is_pinned_to_the_installed_version(
     assert not wrong, f"installed versions differ from the pins (make install): {wrong}"
 
 
+def test_the_cluster_extra_is_installed_at_its_pins():
+    """`make install` installs the `cluster` extra, so tests/test_slurm.py runs the pinned SLURM
+    executor plugin and its job-step half; rules do not need it (the conda env has no copy):
+    inside a SLURM job the submitting environment's snakemake runs the rule."""
+    from importlib.metadata import version
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    pins = _pins(extras["cluster"])
+    assert set(pins) == {"snakemake-executor-plugin-slurm", "snakemake-executor-plugin-slurm-jobstep"}
+    assert {p: version(p) for p in pins} == pins, "make install (the cluster extra)"
+
+
 def test_every_cli_verb_has_a_module_with_the_protocol():
     for verb, (module, _help) in COMMANDS.items():
         mod = importlib.import_module(f"mtpsd.cli.{module}")
         assert callable(mod.add_arguments) and callable(mod.run), verb
         assert mod.__doc__ and "mtpsd " + verb in mod.__doc__, f"{verb}: docstring needs an example invocation"
+
+
+def test_licence_metadata_is_an_spdx_string_with_its_file_and_setuptools_does_not_warn():
+    """PEP 639 metadata: the table form `{ text = "MIT" }` made every install print
+    setuptools' deprecation warning (no longer supported from 2027-02-18)."""
+    import warnings
+
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dist = apply_configuration(Distribution(), REPO / "pyproject.toml")
+    assert not [str(w.message) for w in caught if "licen" in str(w.message).lower()]
+    assert dist.metadata.license_expression == "MIT"
+    assert [(REPO / f).is_file() for f in dist.metadata.license_files] == [True]

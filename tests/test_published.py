@@ -62,6 +62,22 @@ def _save(model, tok, gen_eos, path):
     return path
 
 
+def published_tokenizer(layout: str):
+    """``(tokenizer, generation end ids)`` of a published layout: "llama" (128291 tokens, the
+    last 32 added, the first of them the mask 128259; Llama-3 chat template) or "qwen" (the mask
+    151669 an added token, no BOS)."""
+    if layout == "llama":
+        specials = {128000: "<|begin_of_text|>", 128001: "<|end_of_text|>", 128006: "<|start_header_id|>",
+                    128007: "<|end_header_id|>", 128008: "<|eom_id|>", 128009: "<|eot_id|>"}
+        tok = _tokenizer(128259, specials, 32, bos="<|begin_of_text|>", eos="<|eot_id|>", chat_template=LLAMA_CHAT)
+        assert len(tok) == 128291 and tok.convert_tokens_to_ids("<|mtp_0|>") == 128259
+        return tok, [128009, 128001]
+    specials = {151643: "<|endoftext|>", 151644: "<|im_start|>", 151645: "<|im_end|>"}
+    tok = _tokenizer(151669, specials, 1, bos=None, eos="<|im_end|>")
+    assert tok.bos_token_id is None and tok.convert_tokens_to_ids("<|mtp_0|>") == 151669
+    return tok, [151645, 151643]
+
+
 @pytest.fixture(scope="module")
 def standins(tmp_path_factory):
     """``{"llama": dir, "qwen": dir}``: the two layouts, saved in bf16."""
@@ -69,22 +85,17 @@ def standins(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("published")
     torch.manual_seed(0)
-    specials = {128000: "<|begin_of_text|>", 128001: "<|end_of_text|>", 128006: "<|start_header_id|>",
-                128007: "<|end_header_id|>", 128008: "<|eom_id|>", 128009: "<|eot_id|>"}
-    tok = _tokenizer(128259, specials, 32, bos="<|begin_of_text|>", eos="<|eot_id|>", chat_template=LLAMA_CHAT)
-    assert len(tok) == 128291 and tok.convert_tokens_to_ids("<|mtp_0|>") == 128259
+    tok, ends = published_tokenizer("llama")
     cfg = LlamaConfig(vocab_size=128384, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                       num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=False,
                       bos_token_id=128000, eos_token_id=128001, dtype="bfloat16")
-    llama = _save(LlamaForCausalLM(cfg).to(torch.bfloat16), tok, [128009, 128001], root / "llama")
+    llama = _save(LlamaForCausalLM(cfg).to(torch.bfloat16), tok, ends, root / "llama")
 
-    specials = {151643: "<|endoftext|>", 151644: "<|im_start|>", 151645: "<|im_end|>"}
-    tok = _tokenizer(151669, specials, 1, bos=None, eos="<|im_end|>")
-    assert tok.bos_token_id is None and tok.convert_tokens_to_ids("<|mtp_0|>") == 151669
+    tok, ends = published_tokenizer("qwen")
     cfg = Qwen3Config(vocab_size=151936, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                       num_attention_heads=2, num_key_value_heads=1, head_dim=8, tie_word_embeddings=True,
                       bos_token_id=None, eos_token_id=151645, dtype="bfloat16")
-    qwen = _save(Qwen3ForCausalLM(cfg).to(torch.bfloat16), tok, [151645, 151643], root / "qwen")
+    qwen = _save(Qwen3ForCausalLM(cfg).to(torch.bfloat16), tok, ends, root / "qwen")
     for d in (llama, qwen):
         assert "mtp_token_id" not in json.loads((d / "config.json").read_text())
     return {"llama": str(llama), "qwen": str(qwen)}

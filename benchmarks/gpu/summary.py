@@ -89,7 +89,9 @@ def throughput_tables(tp: dict) -> list[str]:
         eng = a.get("engine")
         if eng:
             timed = [c.get("engine_captures_while_timed") for c in a["batches"].values()]
-            out.append(f"\nEngine: CUDA graphs {eng.get('cuda_graphs')}, counters {eng.get('counters')}, "
+            pool = eng.get("graph_pool_bytes")
+            out.append(f"\nEngine: {eng.get('mode')}, counters {eng.get('counters')}, graph pool "
+                       f"{_fmt(pool / 2**30 if pool is not None else None, ' GiB')}, "
                        f"graphs captured inside timed rounds per batch size {timed}; mask budget "
                        f"{a.get('mask_budget')} tokens/pass ({a.get('mask_budget_arg')}); peak memory allocated "
                        f"{_fmt(a.get('max_memory_allocated_gib'), ' GiB')}.")

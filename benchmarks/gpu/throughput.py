@@ -61,7 +61,7 @@ def make_engine(model, *, max_batch_size: int, max_seq_len: int, k_max: int, mas
     from mtpsd.decoding.engine import DecodeEngine
 
     return DecodeEngine(model, mtp_token_id=int(model.config.mtp_token_id), max_batch_size=max_batch_size,
-                        max_seq_len=max_seq_len, k_max=k_max, cuda_graphs=None, mask_budget=mask_budget)
+                        max_seq_len=max_seq_len, k_max=k_max, graphs=None, mask_budget=mask_budget)
 
 
 def run_call(model, engine, m: Method, prompts: list[list[int]], n_new: int, replayer,
@@ -209,10 +209,9 @@ def measure(model, *, batches=(1, 16, 64), prompt_len: int = 128, new_tokens: in
     if replayer is not None:
         out["replay"] = replayer.description
     if engine is not None:
-        out["engine"] = {k: getattr(engine, k) for k in ("max_batch_size", "max_seq_len", "k_max", "cuda_graphs",
-                                                         "pad_shapes", "kv_bucket")
+        out["engine"] = {k: getattr(engine, k) for k in ("max_batch_size", "max_seq_len", "k_max", "mode",
+                                                         "kv_bucket", "prefill_chunk")
                          if isinstance(getattr(engine, k, None), (int, float, bool, str))}
-        counters = getattr(engine, "counters", None)
-        if isinstance(counters, dict):
-            out["engine"]["counters"] = dict(counters)
+        out["engine"]["counters"] = dict(engine.counters)
+        out["engine"]["graph_pool_bytes"] = getattr(engine.backend, "pool_bytes", None)
     return out

@@ -2,6 +2,8 @@
 # results/summary/*.csv and decode JSONL (never checkpoints), except the analysis rule
 # confidence_quality, which scores validation prefixes with the student and its teacher.
 # Outputs: figures/fig{NN}_{slug}.{png,pdf}, paper/generated/*, paper/report.md.
+# The PNGs, the Markdown tables and paper/report.md carry report() flags for Snakemake's HTML
+# report (`make report`); their one-sentence captions are workflow/report/*.rst.
 
 
 rule plot_chunks:
@@ -9,7 +11,12 @@ rule plot_chunks:
     input:
         chunks_decode_file,
     output:
-        png="figures/fig01_chunks.png",
+        png=report(
+            "figures/fig01_chunks.png",
+            caption="../report/fig01_chunks.rst",
+            category="Figures",
+            subcategory="Decoding",
+        ),
         pdf="figures/fig01_chunks.pdf",
     log:
         "results/figures/logs/plot_chunks.log",
@@ -24,7 +31,12 @@ rule plot_chunks:
 rule plot_layout:
     """Figure 2: training layout of one hand-made text (mtpsd.layout)."""
     output:
-        png="figures/fig02_layout.png",
+        png=report(
+            "figures/fig02_layout.png",
+            caption="../report/fig02_layout.rst",
+            category="Figures",
+            subcategory="Training",
+        ),
         pdf="figures/fig02_layout.pdf",
     log:
         "results/figures/logs/plot_layout.log",
@@ -39,7 +51,12 @@ rule plot_layout:
 rule plot_mask_offsets:
     """Figure 3: blocked attention mask for two sets of prediction positions."""
     output:
-        png="figures/fig03_mask_offsets.png",
+        png=report(
+            "figures/fig03_mask_offsets.png",
+            caption="../report/fig03_mask_offsets.rst",
+            category="Figures",
+            subcategory="Training",
+        ),
         pdf="figures/fig03_mask_offsets.pdf",
     log:
         "results/figures/logs/plot_mask_offsets.log",
@@ -54,7 +71,12 @@ rule plot_mask_offsets:
 rule plot_mask_k:
     """Figure 4: blocked attention mask for two values of k."""
     output:
-        png="figures/fig04_mask_k.png",
+        png=report(
+            "figures/fig04_mask_k.png",
+            caption="../report/fig04_mask_k.rst",
+            category="Figures",
+            subcategory="Training",
+        ),
         pdf="figures/fig04_mask_k.pdf",
     log:
         "results/figures/logs/plot_mask_k.log",
@@ -71,7 +93,12 @@ rule plot_pareto:
     input:
         "results/summary/results.csv",
     output:
-        png="figures/fig05_pareto.png",
+        png=report(
+            "figures/fig05_pareto.png",
+            caption="../report/fig05_pareto.rst",
+            category="Figures",
+            subcategory="Decoding",
+        ),
         pdf="figures/fig05_pareto.pdf",
     log:
         "results/figures/logs/plot_pareto.log",
@@ -90,6 +117,7 @@ rule confidence_quality:
         teacher=cq_teacher,
         cfg=ancient("results/runs/{run}/config.json"),
         data="results/data/validation.jsonl",
+        preflight=gpu_preflight,
     output:
         "results/summary/confidence_quality_{run}.csv",
     log:
@@ -114,7 +142,12 @@ rule plot_confidence_quality:
     input:
         f"results/summary/confidence_quality_{RUNS[0]}.csv",
     output:
-        png="figures/fig06_confidence_quality.png",
+        png=report(
+            "figures/fig06_confidence_quality.png",
+            caption="../report/fig06_confidence_quality.rst",
+            category="Figures",
+            subcategory="Decoding",
+        ),
         pdf="figures/fig06_confidence_quality.pdf",
     log:
         "results/figures/logs/plot_confidence_quality.log",
@@ -131,7 +164,12 @@ rule plot_accuracy_steps:
     input:
         "results/summary/results.csv",
     output:
-        png="figures/fig07_accuracy_steps.png",
+        png=report(
+            "figures/fig07_accuracy_steps.png",
+            caption="../report/fig07_accuracy_steps.rst",
+            category="Figures",
+            subcategory="Training",
+        ),
         pdf="figures/fig07_accuracy_steps.pdf",
     log:
         "results/figures/logs/plot_accuracy_steps.log",
@@ -148,7 +186,12 @@ rule plot_acceleration_steps:
     input:
         "results/summary/results.csv",
     output:
-        png="figures/fig08_acceleration_steps.png",
+        png=report(
+            "figures/fig08_acceleration_steps.png",
+            caption="../report/fig08_acceleration_steps.rst",
+            category="Figures",
+            subcategory="Training",
+        ),
         pdf="figures/fig08_acceleration_steps.pdf",
     log:
         "results/figures/logs/plot_acceleration_steps.log",
@@ -165,7 +208,12 @@ rule plot_wallclock:
     input:
         "results/summary/speed.csv",
     output:
-        png="figures/fig09_wallclock.png",
+        png=report(
+            "figures/fig09_wallclock.png",
+            caption="../report/fig09_wallclock.rst",
+            category="Figures",
+            subcategory="Decoding",
+        ),
         pdf="figures/fig09_wallclock.pdf",
     log:
         "results/figures/logs/plot_wallclock.log",
@@ -182,7 +230,12 @@ rule plot_training:
     input:
         "results/summary/train_metrics.csv",
     output:
-        png="figures/fig10_training.png",
+        png=report(
+            "figures/fig10_training.png",
+            caption="../report/fig10_training.rst",
+            category="Figures",
+            subcategory="Training",
+        ),
         pdf="figures/fig10_training.pdf",
     log:
         "results/figures/logs/plot_training.log",
@@ -200,7 +253,12 @@ rule plot_ablations:
     input:
         "results/summary/results.csv",
     output:
-        png=f"figures/{ABLATION_FIGURE[0]}.png",
+        png=report(
+            f"figures/{ABLATION_FIGURE[0]}.png",
+            caption="../report/fig11_ablations.rst",
+            category="Figures",
+            subcategory="Training",
+        ),
         pdf=f"figures/{ABLATION_FIGURE[0]}.pdf",
     log:
         "results/figures/logs/plot_ablations.log",
@@ -217,7 +275,19 @@ rule make_tables:
     input:
         "results/summary/results.csv",
     output:
-        expand("paper/generated/{table}.{ext}", table=TABLES, ext=["md", "tex"]),
+        strategies=report(
+            "paper/generated/table01_strategies.md",
+            caption="../report/table01_strategies.rst",
+            category="Tables",
+            subcategory="Decoding",
+        ),
+        paper_vs_ours=report(
+            "paper/generated/table02_paper_vs_ours.md",
+            caption="../report/table02_paper_vs_ours.rst",
+            category="Tables",
+            subcategory="Decoding",
+        ),
+        tex=expand("paper/generated/{table}.tex", table=TABLES),
     log:
         "results/figures/logs/make_tables.log",
     benchmark:
@@ -238,7 +308,12 @@ rule make_report:
         ablations=ablation_figure_targets(),
         tables=expand("paper/generated/{table}.md", table=TABLES),
     output:
-        report="paper/report.md",
+        report=report(
+            "paper/report.md",
+            caption="../report/paper_report.rst",
+            category="Tables",
+            subcategory="Claims",
+        ),
         numbers="paper/generated/numbers.json",
         tex="paper/generated/numbers.tex",
     log:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 
 def add_arguments(p) -> None:
+    from mtpsd.decoding.select import CHOICES, ENV
+
     p.add_argument("--config", required=True, help="run's resolved config JSON")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (mtp_init, checkpoint, step_N)")
     p.add_argument("--task", required=True, help="task name (mtpsd_synth_math, mtpsd_gsm8k_cot, ...)")
@@ -23,6 +25,12 @@ def add_arguments(p) -> None:
     p.add_argument("--limit", type=int, help="documents (default: config eval.limit)")
     p.add_argument("--base-model", help="frozen base model directory (creative writing perplexity)")
     p.add_argument("--reference", help="k=1 result JSON of the same checkpoint (creative writing ROUGE-L)")
+    p.add_argument("--engine", choices=CHOICES, default=None,
+                   help=f"decoder (default: config decode.engine): graphs (CUDA graphs), eager (no graphs: the way "
+                        f"out if a GPU-only step fails), reference (DynamicCache, slow); auto = ${ENV}, else graphs "
+                        f"on CUDA, eager elsewhere")
+    p.add_argument("--ckpt", help="checkpoint label recorded in the result: step0 | final | step{N} (default: "
+                                   "from the directory name; step0 of an imported checkpoint is its base model)")
     p.add_argument("--out", required=True, help="result JSON to write")
 
 
@@ -33,10 +41,11 @@ def run(args) -> int:
 
     cfg = load_resolved(args.config)
     out = evaluate(cfg, args.checkpoint, args.task, args.setting, data_file=args.data, limit=args.limit,
-                   base_model=args.base_model, reference=args.reference)
+                   base_model=args.base_model, reference=args.reference, engine=args.engine, ckpt=args.ckpt)
     atomic_write_json(args.out, out)
     res = {k: round(v, 4) for k, v in out["results"][args.task].items()
            if isinstance(v, float) and "stderr" not in k}
-    print(f"{args.task} {args.setting} on {out['ckpt']}: {res} eff_k={out['decode_stats'].get('eff_k_mean')} "
+    print(f"{args.task} {args.setting} on {out['ckpt']} ({out['engine']} engine): {res} "
+          f"eff_k={out['decode_stats'].get('eff_k_mean')} "
           f"({out['n_docs']} docs, {out['wall_s']:.1f}s) -> {args.out}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from mtpsd.config.base import check, field
 
@@ -22,6 +23,11 @@ class DecodeConfig:
     settings: list[str] = field(
         default_factory=lambda: ["static-k1", "confadapt-tau0.9"],
         help="settings `mtpsd decode` writes per run (results/runs/{run}/decode/{setting}.jsonl)",
+    )
+    engine: Literal["auto", "graphs", "eager", "reference"] = field(
+        "auto", help="decoder: graphs (DecodeEngine with CUDA graphs), eager (the same engine without graphs: "
+                     "the way out when a GPU-only step fails), reference (DynamicCache, prompt by prompt: slow); "
+                     "auto = the environment's MTPSD_ENGINE, else graphs on CUDA and eager elsewhere",
     )
     speed_prompts: int | None = field(
         None, help="prompts of the batch-1 speed runs (`mtpsd decode`, the decode rule): the first N test "

@@ -94,9 +94,9 @@ def generate_batch_cached(model, prompts: list[list[int]], *, mtp_token_id: int 
         attn = torch.cat([attn, step_attn_t[:, :L]], dim=1)
         if banned.numel():
             logits = logits.index_fill(-1, banned, float("-inf"))
-        probs, ids = logits.float().softmax(-1).max(-1) if strategy == "confadapt" else (None, logits.argmax(-1))
+        ids = logits.argmax(-1)
         ids_h = ids.tolist()  # (b, M+k)
-        ok_h = (probs > tau).long().tolist() if probs is not None else None
+        ok_h = (logits.float().softmax(-1).amax(-1) > tau).long().tolist() if strategy == "confadapt" else None
         if t_first is None:
             t_first = now()
         keep = []

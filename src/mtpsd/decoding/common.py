@@ -154,14 +154,15 @@ def readout(logits: torch.Tensor, banned: torch.Tensor, strategy: str, tau: floa
     """Greedy read-out of ``logits`` (n, V) with banned ids at -inf.
 
     Returns ``(ids, host)``: ``ids`` (n,) on device and a host list, ``host[0]`` the ids
-    and, for ConfAdapt, ``host[1]`` the flags ``max softmax > tau`` (one sync).
+    (argmax of the logits) and, for ConfAdapt, ``host[1]`` the flags ``max softmax > tau``
+    (softmax in float32; one sync).
     """
     if banned.numel():
         logits = logits.index_fill(-1, banned, float("-inf"))
-    if strategy == "confadapt":
-        probs, ids = logits.float().softmax(-1).max(-1)  # (n,), (n,)
-        return ids, torch.stack([ids, (probs > tau).long()]).tolist()
     ids = logits.argmax(-1)
+    if strategy == "confadapt":
+        top = logits.float().softmax(-1).amax(-1)  # (n,)
+        return ids, torch.stack([ids, (top > tau).long()]).tolist()
     return ids, [ids.tolist()]
 
 

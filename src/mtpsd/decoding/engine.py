@@ -1,4 +1,4 @@
-"""The decoding engine: static KV cache, per-row write positions, fixed shapes (method.md section 6).
+"""The decoding engine: static KV cache, per-row write positions, CUDA graphs (method.md section 6).
 
     from mtpsd.decoding.engine import DecodeEngine
     eng = DecodeEngine(model, mtp_token_id=model.config.mtp_token_id)
@@ -9,61 +9,74 @@ Same strategies and outputs as the reference decoders (``single.generate_cached`
 token for token and chunk for chunk, with stop tokens inside a chunk, stop strings,
 the ``max_new_tokens`` budget and banned ids (``<MTP>``, vocabulary padding rows).
 
-One pass, row ``b`` (``len_b`` = the slots its cache holds, all real tokens):
+One pass has three inputs, each its own buffer: ``ids`` (B, W) token ids, ``lens`` (B,)
+the slots row ``b``'s cache holds (all real tokens) and ``n`` (B,) how many of the row's
+``W`` columns are real. A row's real columns are right-aligned: the tokens not yet in the
+cache (the prompt, then the last emitted chunk; for verify the bonus token and the
+drafts), then ``masks`` ``<MTP>`` tokens. Real column ``j`` (``0 <= j < n_b``) is written
+at slot ``lens_b + j`` with position id ``lens_b + j`` (position == slot: no holes) and
+attends slots ``<= lens_b + j``. Every other column (left padding, and every column of a
+padding row, ``n_b = 0``) is written to the dump slot no query reads, and attends slot 0
+only, so it stays finite. The mask is additive (0 / -inf) in the query's dtype, packed for
+grouped-query heads (``attention.engine_sdpa``). Bidirectional masks (a BDA-trained model,
+``config.mtp_attention``): the last ``masks`` columns also attend their row's other mask
+slots. The read-out is the last ``K`` columns (``masks + 1``; verify: ``drafts + masks +
+1``): argmax ids and the flags ``max softmax > tau`` (both always, so one graph serves
+every strategy of a shape). After the pass ``lens_b`` grows by the tokens that are now
+part of the text; mask slots (and rejected drafts) are overwritten by the next pass.
 
-- input: the tokens not yet in the cache (the prompt at prefill, then the last emitted
-  chunk; for verify the bonus token and the drafts), then ``masks`` ``<MTP>`` tokens;
-  ``n_b`` tokens, right-aligned in a row of fixed width ``W`` (left columns are padding);
-- real column ``j`` (``0 <= j < n_b``) is written at slot ``len_b + j`` and has position
-  id ``len_b + j`` (position == slot: no holes ever); it attends slots ``<= len_b + j``
-  (a 4D additive 0 / -inf mask in the model's dtype, read by the engine's own sdpa
-  attention, ``attention.engine_sdpa``, selected for the engine's passes only: grouped-query
-  heads are packed instead of repeating K/V). Padding columns are written to a dump slot
-  no query attends, and attend slot 0 only (so they stay finite);
-- bidirectional masks (a BDA-trained model, ``config.mtp_attention``; ``attention``): the
-  last ``masks`` columns (every row's ``<MTP>`` inputs: rows are right-aligned and share
-  ``masks``) also attend the slots of their row's other masks, later ones included, so
-  the masks of one pass attend to each other in both directions, as in training;
-- the read-out takes the last ``masks + 1`` columns (verify: ``m_b + masks + 1``), so
-  ``logits_to_keep`` is one number for all rows;
-- after the pass ``len_b += (tokens of the input that are now part of the text)``:
-  the fed chunk (verify: the bonus token and the accepted drafts). The mask slots (and
-  rejected drafts) are simply overwritten by the next pass: no crop, no reallocation, and
-  each row's cache grows exactly by its own tokens (``extras["cache_len"]``).
+Prefill runs in passes of at most ``prefill_chunk`` columns per row (the mask of one
+pass is ``B x n_rep*W x kv``, never ``B x T x T`` for a long prompt batch):
+:func:`pass_bytes` bounds one pass's working memory.
 
-Fixed shapes (``pad_shapes``, on with CUDA graphs): batch padded to a power of two
-(finished rows stay as all-padding rows until the batch fits a smaller power, then the
-cache is compacted), width to a few sizes per mask count (``masks + 1, + 2, + 4, ...``,
-``2 * masks + 1``), attended KV length to a multiple of ``kv_bucket``. On CUDA every
-decode pass of one shape is one captured ``torch.cuda.CUDAGraph`` (model forward and
-read-out), captured lazily once and replayed; prefill is eager. Elsewhere everything is
-eager with exact shapes (no padding).
+Modes (``graphs``):
+
+- eager (the CPU default): every pass runs as Python, at exact shapes;
+- graphs (the CUDA default): shapes are padded to a few buckets (batch to a power of two,
+  finished rows staying as padding rows until the batch fits a smaller power; width to
+  ``masks + 1, + 2, + 4, ..., 2 * masks + 1``, one width for passes of at most ``FLAT_TOKENS``
+  tokens; attended KV length to a multiple of
+  ``kv_bucket``, coarser as it grows: at most 1/8 more slots than needed) and every decode pass of one shape is a graph captured once and replayed
+  (``graphs.CudaGraphs``; ``graph_backend`` swaps the backend, e.g. the tests' CPU
+  emulator). Prefill is eager. A capture that fails raises and names the switch to eager.
+
+Both modes run the same pass code; only the shape rounding differs. Buffers grow with the
+largest request (rows to a power of two, slots to a multiple of ``SLOT_ROUND``); growing
+drops the captured graphs (their addresses would be stale).
 
 Mask budget (ConfAdapt and verify; static keeps its ``k``): with ``mask_budget = R``
-tokens per pass (the GPU's ridge point, where a pass turns compute-bound) and
-``B`` live rows, each row gets ``clamp(R // B - 1, 0, k - 1)`` masks, so a pass holds
-about ``B * (1 + masks) <= R`` tokens plus the fed chunks; ``None`` (default) = always
-``k - 1``. Fewer masks bound ConfAdapt's chunks by ``masks + 1`` and shorten verify's
-drafts; verify stays lossless.
+tokens per pass (the GPU's ridge point) and ``B`` live rows, each row gets
+``clamp(R // B - 1, 0, k - 1)`` masks; ``None`` (default) = always ``k - 1``.
 """
 
 from __future__ import annotations
 
 import operator
-import warnings
+import time
 from dataclasses import dataclass, field
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mtpsd.decoding.attention import ENGINE_ATTENTION, packed_mask
 from mtpsd.decoding.common import (
     GenerationResult, StopChecker, accept_count, banned_index, check_args, default_stop_ids, mtp_attention, now,
     sync,
 )
+from mtpsd.decoding.graphs import Captured, CudaGraphs
 from mtpsd.decoding.kv_cache import RowCache
 from mtpsd.errors import MtpsdError
 
-SLOT_ROUND = 256  # eager allocations grow in steps of this many slots
+SLOT_ROUND = 256  # cache slots grow in steps of this many
+PREFILL_CHUNK = 512  # default columns per row of one prefill pass
+# sdpa kernels the engine's passes may use, chosen explicitly: memory-efficient (CUDA) or
+# flash (CPU) with the custom mask, math as the fallback. Not cuDNN attention: with custom
+# masks it has silently returned wrong results, also under CUDA graphs (pytorch/pytorch
+# #193893 greedy generation corrupted on sm_100, #191612 mask dtype misread;
+# NVIDIA/TransformerEngine#2344 disables it under CUDA graphs for an illegal memory access).
+SDPA_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
+FLAT_TOKENS = 64  # graphs: passes of at most this many tokens get one width (see width_bucket)
+SWITCH = "decode without CUDA graphs: --engine eager (config decode.engine: eager, or MTPSD_ENGINE=eager)"
 
 
 def _pow2(n: int) -> int:
@@ -72,6 +85,36 @@ def _pow2(n: int) -> int:
 
 def _round_up(n: int, step: int) -> int:
     return -(-n // step) * step
+
+
+def width_bucket(w: int, masks: int, rows: int = 1 << 30) -> int:
+    """Smallest of ``masks + 1, masks + 2, masks + 4, ..., 2 * masks + 1`` that holds ``w``; just
+    ``2 * masks + 1`` when ``rows`` such rows carry at most ``FLAT_TOKENS`` tokens (a pass that
+    small is memory-bound on any GPU: a narrower width would cost the same and take a graph)."""
+    if rows * (2 * masks + 1) <= FLAT_TOKENS:
+        return max(2 * masks + 1, w)
+    sizes = sorted({masks + (1 << i) for i in range((masks + 1).bit_length()) if (1 << i) <= masks + 1}
+                   | {2 * masks + 1})
+    return next((s for s in sizes if s >= w), w)
+
+
+def pass_bytes(*, batch: int, width: int, kv: int, read: int, heads: int, kv_heads: int, hidden: int,
+               intermediate: int, vocab: int, dtype_bytes: int) -> int:
+    """Upper bound of one pass's working memory beyond weights and KV cache, in bytes.
+
+    The 4D mask (``batch x heads/kv_heads*width x kv``, model dtype), attention scores as the
+    math kernel would materialise them (``batch x heads x width x kv``, float32; the
+    memory-efficient kernel needs far less), the hidden states and MLP activations of one
+    layer (``batch x width x (4 hidden + 3 intermediate)``, model dtype) and the read-out
+    logits (``batch x read x vocab``: model dtype, float32 copy, softmax). Prefill passes
+    have ``width <= prefill_chunk``; decode passes ``width <= 2k - 1``.
+    """
+    tokens = batch * width
+    mask = batch * (heads // kv_heads) * width * kv * dtype_bytes
+    scores = batch * heads * width * kv * 4
+    acts = tokens * (4 * hidden + 3 * intermediate) * dtype_bytes
+    logits = batch * read * vocab * (dtype_bytes + 8)
+    return mask + scores + acts + logits
 
 
 @dataclass
@@ -89,68 +132,64 @@ class _Row:
     chunks: list[int] = field(default_factory=list)
 
 
-@dataclass
-class _Graph:
-    graph: object  # torch.cuda.CUDAGraph
-    ids: torch.Tensor  # (B, W) static input
-    meta: torch.Tensor  # (2, B) static input: len_b, n_b
-    out: torch.Tensor  # (1 or 2, B, K) static output
-
-
 class DecodeEngine:
     """Batched MTP decoding over a static, preallocated KV cache (see the module docstring).
 
     ``max_batch_size``: rows per pass (more prompts run in consecutive groups);
     ``max_seq_len``: slots per row (prompt + ``max_new_tokens`` + ``2k`` must fit);
-    ``k_max``: the largest ``k`` accepted; ``cuda_graphs``: ``None`` = on for CUDA models;
-    ``pad_shapes``: ``None`` = as ``cuda_graphs`` (padding also works eagerly, for tests);
+    ``k_max``: the largest ``k`` accepted; ``graphs``: ``None`` = on for CUDA models;
+    ``graph_backend``: capture/replay backend (default ``graphs.CudaGraphs``);
     ``mask_budget``: tokens per pass for ConfAdapt/verify (``None`` = off);
-    ``kv_bucket``: padded attended KV lengths are multiples of this;
+    ``kv_bucket``: with graphs, attended KV lengths are multiples of this;
+    ``prefill_chunk``: most prompt columns per row in one pass;
     ``attention``: mask among the ``<MTP>`` inputs, "causal" or "bidirectional" (BDA);
-    ``None`` = the model's ``config.mtp_attention`` (else causal).
-    With CUDA graphs the buffers are allocated once at full size on first use; eagerly
-    they grow with the largest request seen. Reuse one engine across calls.
+    ``None`` = the model's ``config.mtp_attention`` (else causal). Reuse one engine across calls.
     """
 
     def __init__(self, model, *, mtp_token_id: int | None, max_batch_size: int = 64, max_seq_len: int = 2048,
-                 k_max: int = 16, cuda_graphs: bool | None = None, mask_budget: int | None = None,
-                 pad_shapes: bool | None = None, kv_bucket: int = 256, attention: str | None = None):
+                 k_max: int = 16, graphs: bool | None = None, graph_backend=None, mask_budget: int | None = None,
+                 kv_bucket: int = 256, prefill_chunk: int = PREFILL_CHUNK, attention: str | None = None):
         self.model = model
         # the engine runs its own sdpa (attention.engine_sdpa) whatever the model's implementation
         self.attention = mtp_attention(model, attention, check_implementation=False)
-        self._bda = self.attention == "bidirectional"
         self.device = torch.device(model.device)
         self.mtp_token_id = None if mtp_token_id is None else int(mtp_token_id)
         for name, v in (("max_batch_size", max_batch_size), ("max_seq_len", max_seq_len), ("k_max", k_max),
-                        ("kv_bucket", kv_bucket)):
+                        ("kv_bucket", kv_bucket), ("prefill_chunk", prefill_chunk)):
             if not isinstance(v, int) or v < 1:
                 raise MtpsdError(f"{name}={v!r}: must be an integer >= 1")
         if mask_budget is not None and (not isinstance(mask_budget, int) or mask_budget < 1):
             raise MtpsdError(f"mask_budget={mask_budget!r}: must be None or an integer >= 1")
         self.max_batch_size, self.max_seq_len, self.k_max = max_batch_size, max_seq_len, k_max
-        self.mask_budget, self.kv_bucket = mask_budget, kv_bucket
-        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else bool(cuda_graphs)
-        if self.cuda_graphs and self.device.type != "cuda":
-            raise MtpsdError(f"cuda_graphs=True needs a CUDA model, this one is on {self.device}")
-        self.pad_shapes = self.cuda_graphs if pad_shapes is None else bool(pad_shapes)
+        self.mask_budget, self.kv_bucket, self.prefill_chunk = mask_budget, kv_bucket, prefill_chunk
+        self.graphs = (self.device.type == "cuda" or graph_backend is not None) if graphs is None else bool(graphs)
+        if self.graphs and graph_backend is None:
+            if self.device.type != "cuda":
+                raise MtpsdError(f"CUDA graphs need a CUDA model, this one is on {self.device}; {SWITCH}")
+            graph_backend = CudaGraphs(self.device)
+        self.backend = graph_backend if self.graphs else None
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        self.num_layers = int(cfg.num_hidden_layers)
         heads = int(cfg.num_attention_heads)
         self._n_rep = heads // int(getattr(cfg, "num_key_value_heads", None) or heads)
-        self._attn_config = model.config
         other = sorted(set(getattr(cfg, "layer_types", None) or ["full_attention"]) - {"full_attention"})
         if other:  # the engine's mask is full causal attention; a sliding window would be silently ignored
             raise MtpsdError(f"DecodeEngine supports full-attention decoders only; this model has {other} layers")
-        head = model.get_output_embeddings().weight
-        self._bias = torch.zeros(head.shape[0], dtype=head.dtype, device=self.device)  # 0 / -inf: banned ids
+        dtype = model.get_output_embeddings().weight.dtype
+        # read by captured passes: allocated once, updated in place
+        self._bias = torch.zeros(model.get_output_embeddings().weight.shape[0], dtype=dtype,
+                                 device=self.device)  # 0 / -inf at banned ids
         self._tau = torch.zeros((), dtype=torch.float32, device=self.device)
-        self._zero = torch.zeros((), dtype=head.dtype, device=self.device)  # additive mask values
-        self._neg_inf = torch.full((), float("-inf"), dtype=head.dtype, device=self.device)
+        self._zero = torch.zeros((), dtype=dtype, device=self.device)  # additive mask values
+        self._neg_inf = torch.full((), float("-inf"), dtype=dtype, device=self.device)
         self._cache: RowCache | None = None
-        self._graphs: dict[tuple, _Graph] = {}
-        self._pool = None
+        self._graphs: dict[tuple, Captured] = {}
         self.counters = {"passes": 0, "eager_passes": 0, "graph_replays": 0, "graph_captures": 0,
-                         "compactions": 0}
+                         "compactions": 0, "capture_s": 0.0}
+
+    @property
+    def mode(self) -> str:
+        """"graphs" or "eager" (what results record as their engine)."""
+        return "graphs" if self.graphs else "eager"
 
     # ---- public --------------------------------------------------------------------------
     @torch.no_grad()
@@ -163,8 +202,8 @@ class DecodeEngine:
         (static/ConfAdapt only) replaces the acceptance rule: ``row`` = prompt index,
         ``step`` = the row's pass index. ``extras``: ``batch_size`` (of the group),
         ``cache_len`` (the row's final cache length: prompt + fed-back tokens, i.e. every
-        token but those of its last pass). ``wall_time_s`` runs from the group's start to
-        the row's last token.
+        token but those of its last pass), ``engine``. ``wall_time_s`` runs from the group's
+        start to the row's last token.
         """
         check_args(strategy, k, tau, max_new_tokens, self.mtp_token_id, stop_strings, tokenizer)
         if k > self.k_max:
@@ -193,6 +232,34 @@ class DecodeEngine:
             results += self._decode(rows, strategy, k, accept_fn)
         return results
 
+    @torch.no_grad()
+    def prepare(self, *, batch: int, strategy: str, k: int, seq_len: int) -> int:
+        """Allocate for ``batch`` rows of ``seq_len`` slots and, with graphs, capture every decode
+        pass shape a ``generate`` call of that size can meet (batch buckets, widths, mask
+        counts, KV buckets), so no capture happens inside a timed region. The captures run on
+        padding rows only (nothing is written to the cache). Returns the graphs captured."""
+        self._reserve(batch, seq_len)
+        if not self.graphs:
+            return 0
+        before = self.counters["graph_captures"]
+        rows = {self._batch_bucket(b) for b in range(1, batch + 1)}
+        masks_set = {self.masks_per_row(strategy, k, b) for b in range(1, batch + 1)}
+        kvs = {self._kv_bucket(kv) for kv in range(1, min(seq_len, self._cache.slots) + 1)}
+        keys = set()
+        for masks in masks_set:
+            # a pass feeds the last chunk (static: all k) or the bonus token and drafts, then the masks
+            widths = [2 * masks + 1] if strategy == "static" else range(masks + 1, 2 * masks + 2)
+            bda = masks if self.attention == "bidirectional" else 0
+            keys |= {(B, width_bucket(w, masks, B), kv, w if strategy == "verify" else masks + 1, bda)
+                     for B in rows for w in widths for kv in kvs}
+        for key in sorted(keys - self._graphs.keys()):
+            B, W = key[:2]
+            blank = (torch.zeros((B, W), dtype=torch.long, device=self.device),
+                     torch.zeros(B, dtype=torch.long, device=self.device),
+                     torch.zeros(B, dtype=torch.long, device=self.device))  # padding rows only
+            self._graphs[key] = self._capture(key, blank)
+        return self.counters["graph_captures"] - before
+
     def masks_per_row(self, strategy: str, k: int, live_rows: int) -> int:
         """``k - 1``; with a mask budget R (ConfAdapt, verify): ``clamp(R // live_rows - 1, 0, k - 1)``."""
         if self.mask_budget is None or strategy == "static":
@@ -201,49 +268,40 @@ class DecodeEngine:
 
     # ---- the decoding loop ---------------------------------------------------------------
     def _decode(self, rows: list[_Row], strategy: str, k: int, accept_fn) -> list[GenerationResult]:
-        verify, conf = strategy == "verify", strategy == "confadapt"
+        verify = strategy == "verify"
         done: dict[int, GenerationResult] = {}
         active = rows
         n_phys = self._batch_bucket(len(rows))
         sync(self.device)
         t0 = now()
+        self._prefill(rows, n_phys)
         t_first = None
-        prefill = True
         while active:
             masks = self.masks_per_row(strategy, k, len(active))
             seqs = {r.phys: r.feed + r.drafts + [self.mtp_token_id or 0] * masks for r in active}
             W = max(map(len, seqs.values()))
-            if self.pad_shapes and not prefill:
-                W = self._width_bucket(W, masks)
+            first = t_first is None  # its width is the prompt's: eager, like prefill
+            if self.graphs and not first:
+                W = width_bucket(W, masks, n_phys)
             K = max(len(r.drafts) for r in active) + masks + 1
-            kv = max(r.cache_len + len(seqs[r.phys]) for r in active)
-            if self.pad_shapes:
-                kv = min(_round_up(kv, self.kv_bucket), self._cache.slots)
-            pad = self.mtp_token_id or 0
-            rows_in = [[pad] * (W + 2) for _ in range(n_phys)]  # per row: W ids, len_b, n_b
-            for r in active:
-                s = seqs[r.phys]
-                rows_in[r.phys][W - len(s):] = s + [r.cache_len, len(s)]
-            dense = n_phys == len(active) and all(len(q) == W for q in seqs.values())  # no padding column
-            bda = masks if self._bda else 0
-            out = self._run(rows_in, kv, K, conf, eager=prefill or not self.cuda_graphs, dense=dense,
-                            bda=bda).tolist()
-            prefill = False
-            if t_first is None:
+            kv = self._kv_bucket(max(r.cache_len + len(seqs[r.phys]) for r in active))
+            out = self._run(self._inputs(active, seqs, n_phys, W), kv, K, masks if self.attention == "bidirectional"
+                            else 0, eager=first or not self.graphs).tolist()
+            if first:
                 t_first = now()
             finished = []
             for r in active:
-                cand = out[0][r.phys]
+                ids, ok = out[0][r.phys], out[1][r.phys]
                 if verify:
-                    new = self._verify_step(r, cand[K - (len(r.drafts) + masks + 1):], masks)
+                    new = self._verify_step(r, ids[K - (len(r.drafts) + masks + 1):], masks)
                 else:
                     n_cand = masks + 1
                     if accept_fn is not None:
                         n = self._checked(accept_fn(r.index, len(r.chunks), n_cand), n_cand)
                     else:
-                        n = accept_count(strategy, n_cand, out[1][r.phys][K - n_cand:] if conf else None)
+                        n = accept_count(strategy, n_cand, ok[K - n_cand:])
                     r.cache_len += len(r.feed)
-                    new = cand[K - n_cand:][:n]
+                    new = ids[K - n_cand:][:n]
                     r.feed = new
                 chunk, reason = r.stop.cut(r.tokens, new)
                 r.tokens += chunk
@@ -256,6 +314,31 @@ class DecodeEngine:
                 active = [r for r in active if r not in finished]
                 n_phys = self._compact(active, n_phys)
         return [done[r.index] for r in rows]
+
+    def _prefill(self, rows: list[_Row], n_phys: int) -> None:
+        """Feed each prompt but its last ``prefill_chunk`` tokens in passes of at most
+        ``prefill_chunk`` columns per row (eager; the read-out is not used)."""
+        C = self.prefill_chunk
+        while todo := [r for r in rows if len(r.feed) > C]:
+            parts = {r.phys: r.feed[: min(len(r.feed) - C, C)] for r in todo}
+            kv = self._kv_bucket(max(r.cache_len + len(parts[r.phys]) for r in todo))
+            self._run(self._inputs(todo, parts, n_phys, max(map(len, parts.values()))), kv, 1, 0, eager=True)
+            for r in todo:
+                r.cache_len += len(parts[r.phys])
+                r.feed = r.feed[len(parts[r.phys]):]
+
+    def _inputs(self, live: list[_Row], seqs: dict[int, list[int]], n_phys: int, W: int):
+        """Host tensors ``ids`` (n_phys, W), ``lens`` and ``n`` (n_phys,): live rows right-aligned,
+        every other row a padding row (``n = 0``: no real column)."""
+        pad = self.mtp_token_id or 0
+        ids = [[pad] * W for _ in range(n_phys)]
+        lens, n = [0] * n_phys, [0] * n_phys
+        for r in live:
+            s = seqs[r.phys]
+            ids[r.phys][W - len(s):] = s
+            lens[r.phys], n[r.phys] = r.cache_len, len(s)
+        return (torch.tensor(ids, dtype=torch.long), torch.tensor(lens, dtype=torch.long),
+                torch.tensor(n, dtype=torch.long))
 
     @staticmethod
     def _verify_step(r: _Row, g: list[int], masks: int) -> list[int]:
@@ -279,46 +362,47 @@ class DecodeEngine:
             raise MtpsdError(f"accept_fn returned {n!r}: must be an integer in 1..{n_cand}")
         return count
 
-    @staticmethod
-    def _result(r: _Row, reason: str, t0: float, t_first: float, batch: int) -> GenerationResult:
+    def _result(self, r: _Row, reason: str, t0: float, t_first: float, batch: int) -> GenerationResult:
         t_end = now()
         return GenerationResult(
             tokens=r.tokens, chunk_sizes=r.chunks, forward_passes=len(r.chunks), wall_time_s=t_end - t0,
             prefill_time_s=t_first - t0, decode_time_s=t_end - t_first, stopped_by=reason,
             text=r.stop.text(r.tokens), prompt_tokens=r.prompt_len,
-            extras={"batch_size": batch, "cache_len": r.cache_len},
+            extras={"batch_size": batch, "cache_len": r.cache_len, "engine": self.mode},
         )
 
     # ---- shapes and buffers --------------------------------------------------------------
     def _batch_bucket(self, n: int) -> int:
-        return min(_pow2(n), self._cache.rows) if self.pad_shapes else n
+        return min(_pow2(n), self._cache.rows) if self.graphs else n
 
-    @staticmethod
-    def _width_bucket(w: int, masks: int) -> int:
-        """Smallest of ``masks + 1, masks + 2, masks + 4, ..., 2 * masks + 1`` that holds ``w``."""
-        sizes = sorted({masks + (1 << i) for i in range((masks + 1).bit_length()) if (1 << i) <= masks + 1}
-                       | {2 * masks + 1})
-        return next((s for s in sizes if s >= w), w)
+    def _kv_bucket(self, kv: int) -> int:
+        """Graphs: ``kv`` rounded up to a multiple of ``kv_bucket``, or of an eighth of the power
+        of two below it when that is larger (so a pass attends at most 1/8 more slots than it needs
+        and a 32k-token budget needs about 40 buckets, not 128), at most the cache's slots."""
+        if not self.graphs:
+            return kv
+        step = max(self.kv_bucket, (1 << (max(kv, 1).bit_length() - 1)) // 8)
+        return min(_round_up(kv, step), self._cache.slots)
 
     def _reserve(self, rows: int, slots: int) -> None:
-        """Make the buffers hold ``rows`` rows of ``slots`` slots (graphs: full size, once)."""
+        """Make the buffers hold ``rows`` rows of ``slots`` slots: rows grow to a power of two
+        (at most ``max_batch_size``), slots to a multiple of ``SLOT_ROUND`` (at most
+        ``max_seq_len``). Growing reallocates and drops every captured graph."""
         c = self._cache
         if c is not None and c.rows >= rows and c.slots >= slots:
             return
-        if self.cuda_graphs:
-            rows, slots = self.max_batch_size, self.max_seq_len
-        else:
-            rows = max(min(_pow2(rows), max(self.max_batch_size, rows)) if self.pad_shapes else rows,
-                       c.rows if c else 0)
-            slots = min(max(_round_up(slots, SLOT_ROUND), c.slots if c else 0), self.max_seq_len)
+        rows = max(min(_pow2(rows), self.max_batch_size), c.rows if c else 0)
+        slots = max(min(_round_up(slots, SLOT_ROUND), self.max_seq_len), c.slots if c else 0)
+        self._graphs.clear()  # they read the old buffers
+        if self.backend is not None:
+            self.backend.release()
         self._cache = None  # free the old buffers first
-        self._graphs.clear()
-        self._cache = RowCache(self.num_layers, rows, slots)
+        self._cache = RowCache.for_model(self.model, rows, slots)
 
     def _compact(self, active: list[_Row], n_phys: int) -> int:
         """Move the live rows to the first buffer rows when the batch fits a smaller shape."""
         target = self._batch_bucket(len(active)) if active else 0
-        if not active or target >= n_phys and self.pad_shapes:
+        if not active or target >= n_phys:
             return n_phys
         keep = sorted(r.phys for r in active)
         if keep != list(range(len(keep))):
@@ -331,75 +415,55 @@ class DecodeEngine:
         return target
 
     # ---- one pass ------------------------------------------------------------------------
-    def _run(self, rows_in: list[list[int]], kv: int, K: int, conf: bool, eager: bool,
-             dense: bool = False, bda: int = 0) -> torch.Tensor:
-        """One pass over ``rows_in`` (B rows of W ids, then len_b, n_b): eager, or the captured
-        graph of its shape (captured on first use). ``bda``: the trailing mask columns that
-        attend to each other both ways (0 = causal)."""
+    def _run(self, inputs: tuple[torch.Tensor, ...], kv: int, K: int, bda: int, eager: bool) -> torch.Tensor:
+        """One pass over the host ``inputs`` (ids, lens, n): eager, or the captured graph of its
+        shape (captured on first use). ``bda``: the trailing mask columns that attend to each
+        other both ways (0 = causal)."""
         self.counters["passes"] += 1
-        host = torch.tensor(rows_in, dtype=torch.long)  # (B, W + 2)
+        ids, lens, n = (x.to(self.device) for x in inputs) if eager else inputs
         if eager:
             self.counters["eager_passes"] += 1
-            x = host.to(self.device)
-            return self._pass(x[:, :-2], x[:, -2:].t(), kv, K, conf, dense, bda)
-        key = (host.shape[0], host.shape[1] - 2, kv, K, conf, bda)
+            return self._pass(ids, lens, n, kv=kv, K=K, bda=bda)
+        key = (ids.shape[0], ids.shape[1], kv, K, bda)
         g = self._graphs.get(key)
         if g is None:
-            x = host.to(self.device)
-            ids, meta = x[:, :-2].contiguous(), x[:, -2:].t().contiguous()  # the graph's static inputs
-            try:
-                g = self._graphs[key] = self._capture(ids, meta, kv, K, conf, bda)
-            except RuntimeError as e:  # a model whose forward cannot be captured: stay correct, go eager
-                warnings.warn(f"CUDA graph capture failed ({e}); this engine decodes eagerly from now on")
-                self.cuda_graphs = False
-                self.counters["eager_passes"] += 1
-                return self._pass(ids, meta, kv, K, conf, bda=bda)
+            g = self._graphs[key] = self._capture(key, tuple(x.to(self.device) for x in inputs))
         else:
-            g.ids.copy_(host[:, :-2], non_blocking=True)
-            g.meta.copy_(host[:, -2:].t(), non_blocking=True)
-        g.graph.replay()
+            self._load(g, inputs)
         self.counters["graph_replays"] += 1
-        return g.out
+        return self.backend.replay(g)
 
-    def _capture(self, ids: torch.Tensor, meta: torch.Tensor, kv: int, K: int, conf: bool, bda: int = 0) -> _Graph:
-        """Capture ``_pass`` on these static inputs. The warm-up runs compute the very pass
-        (cache writes are idempotent). Graphs share one memory pool: they replay one at a
-        time, their outputs are read right after replay, and everything that must survive
-        between passes (KV buffers, static inputs, bias, tau) lives outside the pool."""
-        stream = torch.cuda.Stream(device=self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                self._pass(ids, meta, kv, K, conf, bda=bda)
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            out = self._pass(ids, meta, kv, K, conf, bda=bda)
+    @staticmethod
+    def _load(g: Captured, inputs: tuple[torch.Tensor, ...]) -> None:
+        """Copy this pass's host inputs into the graph's static input buffers."""
+        for static, new in zip(g.inputs, inputs, strict=True):
+            static.copy_(new, non_blocking=True)
+
+    def _capture(self, key: tuple, inputs: tuple[torch.Tensor, ...]) -> Captured:
+        B, W, kv, K, bda = key
+        t = time.perf_counter()
+        try:
+            g = self.backend.capture(lambda ids, lens, n: self._pass(ids, lens, n, kv=kv, K=K, bda=bda), inputs)
+        except Exception as e:
+            raise MtpsdError(f"CUDA graph capture failed for a pass of {B} rows x {W} columns over {kv} slots "
+                             f"({type(e).__name__}: {e}); {SWITCH}") from e
         self.counters["graph_captures"] += 1
-        return _Graph(graph, ids, meta, out)
+        self.counters["capture_s"] += time.perf_counter() - t
+        return g
 
-    def _pass(self, ids: torch.Tensor, meta: torch.Tensor, kv: int, K: int, conf: bool,
-              dense: bool = False, bda: int = 0) -> torch.Tensor:
-        """Forward ``ids`` (B, W) with ``meta`` = (len_b, n_b) per row; return the read-out of the
-        last ``K`` columns: ``(1, B, K)`` argmax ids, or for ConfAdapt ``(2, B, K)`` ids and
-        ``max softmax > tau`` flags. Shapes depend only on (B, W, kv, K): capturable.
-        ``dense``: every column is real (``n_b == W``), which skips the padding arithmetic.
-        ``bda``: the last ``bda`` columns (every row's masks) attend each other's slots too."""
+    def _pass(self, ids: torch.Tensor, lens: torch.Tensor, n: torch.Tensor, *, kv: int, K: int,
+              bda: int) -> torch.Tensor:
+        """Forward ``ids`` (B, W); return the read-out of the last ``K`` columns, ``(2, B, K)``:
+        argmax ids and ``max softmax > tau`` flags. Shapes depend only on (B, W, kv, K), and
+        nothing here reads a device value on the host: capturable."""
         B, W = ids.shape
         cache = self._cache
-        lens, n = meta[0], meta[1]
+        j = torch.arange(W, device=ids.device) - (W - n)[:, None]  # (B, W): index among the row's real columns
+        real = j >= 0
+        slot = lens[:, None] + j
+        cache.write_index = torch.where(real, slot, cache.dump_slot)[:, None, :, None]  # (B, 1, W, 1)
         cache.kv_len = kv
-        if dense:
-            pos = lens[:, None] + torch.arange(W, device=ids.device)  # (B, W)
-            cache.write_index = pos[:, None, :, None]
-        else:
-            j = torch.arange(W, device=ids.device) - (W - n)[:, None]  # (B, W): index among real tokens
-            real = j >= 0
-            slot = lens[:, None] + j  # (B, W)
-            cache.write_index = torch.where(real, slot, cache.dump_slot)[:, None, :, None]  # (B, 1, W, 1)
-            pos = torch.where(real, slot, 0)  # (B, W); padding: position 0, attends slot 0 only
+        pos = torch.where(real, slot, 0)  # padding: position 0, attends slot 0 only
         slots = torch.arange(kv, device=ids.device)
         allowed = slots <= pos[..., None]  # (B, W, kv)
         if bda:
@@ -407,43 +471,44 @@ class DecodeEngine:
             mask_keys = (slots >= (end - bda)[:, None]) & (slots < end[:, None])  # (B, kv): the row's masks
             mask_queries = torch.arange(W, device=ids.device) >= W - bda  # (W,)
             allowed = allowed | (mask_queries[None, :, None] & mask_keys[:, None, :])
-        # additive 0 / -inf mask in the model's dtype, rows repeated for the grouped query heads
-        # (attention.engine_sdpa packs them into the query axis: no K/V copy)
         mask = packed_mask(allowed, self._n_rep, self._zero, self._neg_inf)  # (B, 1, n_rep * W, kv)
-        cfg = self._attn_config
+        cfg = self.model.config
         before = cfg._attn_implementation
         cfg._attn_implementation = ENGINE_ATTENTION  # for this forward only
         try:
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                                use_cache=True, logits_to_keep=K).logits  # (B, K, V)
+            with sdpa_kernel(SDPA_BACKENDS):
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                                    use_cache=True, logits_to_keep=K).logits  # (B, K, V)
         finally:
             cfg._attn_implementation = before
-        logits = logits.add_(self._bias)  # -inf at banned ids
-        if conf:
-            probs, top = logits.float().softmax(-1).max(-1)  # (B, K)
-            return torch.stack([top, (probs > self._tau).long()])
-        return logits.argmax(-1)[None]
+        logits = logits + self._bias  # -inf at banned ids
+        top = logits.float().softmax(-1).amax(-1)  # (B, K)
+        return torch.stack([logits.argmax(-1), (top > self._tau).long()])
 
 
 def engine_for(model, mtp_token_id: int | None, *, batch: int, seq_len: int, holder=None,
-               attention: str | None = None, **engine_kwargs) -> DecodeEngine:
+               attention: str | None = None, graphs: bool | None = None,
+               mask_budget: int | None = None) -> DecodeEngine:
     """The engine kept on ``holder`` (default: the model) for ``batch`` rows of ``seq_len`` slots.
 
     Created on first use and replaced by a larger one when a request needs more rows or
-    slots (rows grow to powers of two, slots to multiples of 1024, so this is rare);
-    ``engine_kwargs`` (``cuda_graphs``, ``mask_budget``, ...) go to ``DecodeEngine``;
-    ``attention`` (None = ``config.mtp_attention``): an engine of another mask is replaced.
+    slots (rows grow to powers of two, slots to multiples of 1024, so this is rare), or when
+    it was made for another mask (``attention``, None = ``config.mtp_attention``) or graph
+    mode (``graphs``, None = by device). ``mask_budget`` is set on the engine for this call.
     """
     holder = model if holder is None else holder
     eng = holder.__dict__.get("_mtpsd_engine")
     mode = mtp_attention(model, attention, check_implementation=False)
+    graphs = torch.device(model.device).type == "cuda" if graphs is None else graphs
     if (eng is None or eng.model is not model or eng.mtp_token_id != mtp_token_id or eng.max_batch_size < batch
-            or eng.max_seq_len < seq_len or eng.device != torch.device(model.device) or eng.attention != mode):
+            or eng.max_seq_len < seq_len or eng.device != torch.device(model.device) or eng.attention != mode
+            or eng.graphs != graphs):
         old = (eng.max_batch_size, eng.max_seq_len) if eng is not None and eng.model is model else (1, 0)
         eng = None  # free the old buffers before allocating the new ones
         holder.__dict__.pop("_mtpsd_engine", None)
         eng = DecodeEngine(model, mtp_token_id=mtp_token_id, max_batch_size=max(_pow2(batch), old[0]),
                            max_seq_len=max(_round_up(seq_len, 1024), old[1]), k_max=1 << 30, attention=mode,
-                           **engine_kwargs)
+                           graphs=graphs)
         holder.__dict__["_mtpsd_engine"] = eng
+    eng.mask_budget = mask_budget
     return eng

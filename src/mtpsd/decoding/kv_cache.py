@@ -1,6 +1,7 @@
 """A static KV cache with per-row write positions (used by ``mtpsd.decoding.engine``).
 
-One preallocated buffer per layer, ``(rows, kv_heads, slots + 1, head_dim)``. A pass
+One buffer per layer for keys and one for values, ``(rows, kv_heads, slots + 1, head_dim)``,
+allocated when the cache is made (``RowCache.for_model``). A pass
 hands the cache a write index ``(B, W)``: column ``j`` of row ``b`` is stored at slot
 ``write[b, j]`` (a row's real tokens at ``len_b, len_b + 1, ...``; padding columns at
 the extra *dump* slot ``slots``, which no query ever attends). ``update`` scatters the
@@ -22,27 +23,24 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 
 
 class RowLayer(CacheLayerMixin):
-    """One layer's buffers; allocated on the first ``update`` (shapes from the model's keys)."""
+    """One layer's buffers, allocated up front (never inside a pass: a captured pass must find
+    every buffer it writes already in place)."""
 
     is_compileable = True
     is_sliding = False
 
-    def __init__(self, owner: "RowCache"):
+    def __init__(self, owner: "RowCache", shape: tuple[int, int, int, int], dtype, device):
         super().__init__()
         self.owner = owner
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.is_initialized = True
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        rows, slots = self.owner.rows, self.owner.slots + 1  # + the dump slot
-        _, heads, _, kdim = key_states.shape
-        self.keys = torch.zeros((rows, heads, slots, kdim), dtype=key_states.dtype, device=key_states.device)
-        self.values = torch.zeros((rows, heads, slots, value_states.shape[-1]), dtype=value_states.dtype,
-                                  device=value_states.device)
-        self.is_initialized = True
+        raise RuntimeError("RowLayer buffers are allocated up front")
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         """Store ``key_states`` (B, H, W, D) at the owner's write slots; return the (B, H, kv_len, D) windows."""
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
         B = key_states.shape[0]
         idx = self.owner.write_index  # (B, 1, W, 1)
         self.keys[:B].scatter_(2, idx.expand_as(key_states), key_states)
@@ -61,25 +59,40 @@ class RowLayer(CacheLayerMixin):
 
     def compact(self, keep: torch.Tensor, used: int) -> None:
         """Move rows ``keep`` (physical indices, ascending) to rows ``0..len(keep)-1`` (first ``used`` slots)."""
-        if self.is_initialized:
-            n = keep.numel()
-            self.keys[:n, :, :used] = self.keys[keep, :, :used]
-            self.values[:n, :, :used] = self.values[keep, :, :used]
+        n = keep.numel()
+        self.keys[:n, :, :used] = self.keys[keep, :, :used]
+        self.values[:n, :, :used] = self.values[keep, :, :used]
 
 
 class RowCache(Cache):
-    """``num_layers`` :class:`RowLayer` s of ``rows`` rows and ``slots`` slots each.
+    """``num_layers`` :class:`RowLayer` s of ``rows`` rows and ``slots`` slots (plus the dump
+    slot) of ``kv_heads x head_dim`` keys and values each, in ``dtype`` on ``device``.
 
     Before every forward pass the engine sets ``write_index`` (LongTensor (B, 1, W, 1):
     the slot of every input column) and ``kv_len`` (the number of slots attention reads).
-    ``write_index`` is replaced in place (``set_write``) so captured CUDA graphs see it.
     """
 
-    def __init__(self, num_layers: int, rows: int, slots: int):
+    def __init__(self, num_layers: int, rows: int, slots: int, *, kv_heads: int, head_dim: int, dtype, device):
         self.rows, self.slots = rows, slots
         self.write_index: torch.Tensor | None = None
         self.kv_len = 0
-        super().__init__(layers=[RowLayer(self) for _ in range(num_layers)])
+        shape = (rows, kv_heads, slots + 1, head_dim)
+        super().__init__(layers=[RowLayer(self, shape, dtype, device) for _ in range(num_layers)])
+
+    @classmethod
+    def for_model(cls, model, rows: int, slots: int) -> "RowCache":
+        """Buffers shaped for ``model``'s attention (its config), in its dtype and on its device."""
+        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        heads = int(cfg.num_attention_heads)
+        head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
+        p = model.get_output_embeddings().weight
+        return cls(int(cfg.num_hidden_layers), rows, slots, kv_heads=int(getattr(cfg, "num_key_value_heads", None)
+                                                                         or heads),
+                   head_dim=head_dim, dtype=p.dtype, device=p.device)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(layer.keys.nbytes + layer.values.nbytes for layer in self.layers)
 
     @property
     def dump_slot(self) -> int:

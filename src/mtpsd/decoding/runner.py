@@ -2,8 +2,11 @@
 
 Output: ``out`` (JSONL, one row per prompt: id, question, prompt, text, tokens,
 chunk_sizes, token_strs (each token decoded alone, for figure 1), per-generation stats) and ``<out stem>.summary.json`` next to it
-(pooled statistics, ``mtpsd.decoding.stats``, and provenance). Decoding runs on one
-``DecodeEngine`` (batch 1, so per-generation times are single-request latencies).
+(pooled statistics, ``mtpsd.decoding.stats``, the engine, and provenance). Decoding runs on
+one decoder (``engine``: ``mtpsd.decoding.select``; batch 1, so per-generation times are
+single-request latencies). With CUDA graphs every pass shape is captured before the first
+timed generation (``DecodeEngine.prepare``); the summary records the capture time apart
+(``capture_s``) and the captures that still happened while timing (``graph_captures_timed``: 0).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from mtpsd.checkpoint import load_checkpoint
-from mtpsd.decoding.engine import DecodeEngine
+from mtpsd.decoding.select import decoder_for
 from mtpsd.decoding.stats import pooled_stats
 from mtpsd.errors import MtpsdError
 from mtpsd.io import atomic_write_json, atomic_write_jsonl, provenance, read_jsonl
@@ -35,7 +38,7 @@ def _question(row: dict, path, i: int) -> str:
 
 def decode_file(checkpoint: str | Path, prompts: str | Path, out: str | Path, *, strategy: str, k: int,
                 tau: float, max_new_tokens: int, chat_template: bool, limit: int | None = None,
-                device: str | None = None, dtype: str = "auto") -> dict:
+                device: str | None = None, dtype: str = "auto", engine: str | None = None) -> dict:
     """Decode every prompt of ``prompts`` (greedy, batch 1); return the summary written."""
     from mtpsd.data.prompts import encode_prompt, format_prompt
 
@@ -48,13 +51,15 @@ def decode_file(checkpoint: str | Path, prompts: str | Path, out: str | Path, *,
     questions = [_question(row, prompts, i) for i, row in enumerate(rows)]
     encoded = [encode_prompt(tok, q, chat_template=chat_template) for q in questions]
     longest = max((len(e) for e in encoded), default=0)
-    engine = DecodeEngine(model, mtp_token_id=mtp, max_batch_size=1, k_max=max(k, 1),
-                          max_seq_len=max(longest + max_new_tokens + 2 * k, 1))
+    seq_len = max(longest + max_new_tokens + 2 * k, 1)
+    decoder = decoder_for(model, mtp, engine=engine, batch=1, seq_len=seq_len)
+    captured = decoder.prepare(batch=1, strategy=strategy, k=k, seq_len=seq_len)  # before any timing
+    capture_s = decoder.counters["capture_s"]
     out_rows, results = [], []
     for i, row in enumerate(tqdm(rows, desc=f"decode {strategy} k={k}", unit="prompt")):
         question = questions[i]
         text = format_prompt(tok, question, chat_template=chat_template)
-        res = engine.generate([encoded[i]], strategy=strategy, k=k, tau=tau, max_new_tokens=max_new_tokens,
+        res = decoder.generate([encoded[i]], strategy=strategy, k=k, tau=tau, max_new_tokens=max_new_tokens,
                               stop_token_ids=stop_ids or None, tokenizer=tok)[0]
         results.append(res)
         out_rows.append({"id": row.get("id", i), "question": question, "prompt": text,
@@ -63,7 +68,9 @@ def decode_file(checkpoint: str | Path, prompts: str | Path, out: str | Path, *,
     summary = {
         "checkpoint": str(checkpoint), "prompts": str(prompts), "strategy": strategy, "k": k,
         "tau": tau if strategy == "confadapt" else None, "max_new_tokens": max_new_tokens,
-        "chat_template": chat_template, **pooled_stats(results),
+        "chat_template": chat_template, "engine": decoder.mode, "graph_captures": captured,
+        "graph_captures_timed": decoder.counters["graph_captures"] - captured, "capture_s": capture_s,
+        **pooled_stats(results),
         "provenance": provenance(device=str(model.device), dtype=str(next(model.parameters()).dtype),
                                  torch_threads=torch.get_num_threads()),
     }

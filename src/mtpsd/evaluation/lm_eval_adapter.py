@@ -2,10 +2,15 @@
 
 Only ``_model_generate`` is overridden: lm-eval's ``generate_until`` still encodes,
 left-pads, batches, decodes and cuts the text at the ``until`` strings; every batch goes
-through one ``mtpsd.decoding.engine.DecodeEngine`` kept per MTPLM (static KV cache,
-per-row positions, CUDA graphs on GPU), which gets the prompt ids (padding removed),
+through one decoder kept per MTPLM (``engine``: "graphs" | "eager" | "reference" | "auto",
+``mtpsd.decoding.select``; by default the ``DecodeEngine`` with CUDA graphs on GPU, eager on
+CPU), which gets the prompt ids (padding removed),
 the ``until`` strings (as stop strings) and the ``max_gen_toks`` budget, and stops at EOS.
 ``mask_budget`` (tokens per pass, ConfAdapt/verify) is passed to the engine.
+``plain_prompt`` (a model evaluated with its chat template off, method.md section 4: input +
+"\\n\\n" + response): every generation prompt ends in a blank line, as the model's training texts
+do after the input (lm-eval's context gets "\\n\\n" unless it already ends with one); BOS is the
+tokenizer's own, as lm-eval encodes it.
 Log-likelihood requests are inherited unchanged (they are NTP scores: real tokens
 never see ``<MTP>``).
 
@@ -27,7 +32,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from mtpsd.decoding.common import GenerationResult, check_args
-from mtpsd.decoding.engine import engine_for
+from mtpsd.decoding.select import decoder_for, resolve_engine
 from mtpsd.decoding.stats import pooled_stats
 from mtpsd.errors import MtpsdError
 from mtpsd.vocab import end_token_ids
@@ -39,8 +44,10 @@ class MTPLM(HFLM):
 
     def __init__(self, pretrained, strategy: str = "confadapt", k: int = 16, tau: float = 0.9,
                  max_gen_toks: int = 256, mtp_token_id: int | None = None, mask_budget: int | None = None,
-                 **kwargs):
+                 engine: str = "auto", plain_prompt: bool | str = False, **kwargs):
         super().__init__(pretrained=pretrained, **kwargs)
+        self.plain_prompt = str(plain_prompt).lower() in ("1", "true", "yes")
+        self.engine = resolve_engine(engine, self.model.device)  # recorded in decode_stats
         self.strategy, self.k, self.tau = str(strategy), int(k), float(tau)
         self.mask_budget = None if mask_budget in (None, "", "None") else int(mask_budget)
         self._max_gen_toks = int(max_gen_toks)
@@ -60,6 +67,16 @@ class MTPLM(HFLM):
             ids.add(int(self.eot_token_id))
         return tuple(sorted(ids))
 
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """lm-eval's generate_until; with ``plain_prompt`` each context first ends in "\\n\\n" (the
+        request is changed in place, so the logged sample shows the prompt the model saw)."""
+        if self.plain_prompt:
+            for req in requests:
+                context, *rest = req.arguments
+                if not context.endswith("\n\n"):
+                    req.arguments = (context + "\n\n", *rest)
+        return super().generate_until(requests, disable_tqdm=disable_tqdm)
+
     def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str],
                         **generation_kwargs) -> torch.Tensor:
         """``context`` (B, T) left-padded -> (B, T + max_new) ids: prompt, new tokens, EOS fill."""
@@ -73,8 +90,8 @@ class MTPLM(HFLM):
         B, T = context.shape
         max_new = max_length - T
         rows = context.tolist() if attn is None else [r[m.bool()].tolist() for r, m in zip(context, attn)]
-        engine = engine_for(self.model, self.mtp_token_id, batch=B, seq_len=T + max_new + 2 * self.k, holder=self,
-                            mask_budget=self.mask_budget)
+        engine = decoder_for(self.model, self.mtp_token_id, engine=self.engine, batch=B,
+                             seq_len=T + max_new + 2 * self.k, holder=self, mask_budget=self.mask_budget)
         results = engine.generate(rows, strategy=self.strategy, k=self.k, tau=self.tau, max_new_tokens=max_new,
                                   stop_token_ids=self._stop_ids(), stop_strings=tuple(stop), tokenizer=self.tokenizer)
         self.results.extend(results)
@@ -93,5 +110,8 @@ class MTPLM(HFLM):
         """Pooled decoding statistics over all generations since construction / ``reset_stats``
         (``mtpsd.decoding.stats.pooled_stats`` plus the setting)."""
         tau = self.tau if self.strategy == "confadapt" else None
+        eng = self.__dict__.get("_mtpsd_engine")  # the DecodeEngine decoder_for keeps on this MTPLM
+        counters = {"engine_counters": dict(eng.counters)} if eng is not None and self.engine != "reference" else {}
         return {"strategy": self.strategy, "k": self.k, "tau": tau, "mask_budget": self.mask_budget,
-                **pooled_stats(self.results)}
+                "plain_prompt": self.plain_prompt,
+                "engine": self.engine, **counters, **pooled_stats(self.results)}
