@@ -64,10 +64,12 @@ def make_char_tokenizer(chars: str = "0123456789abcdefghijklmnopqrstuvwxyz \n.:#
                                    pad_token="<pad>", additional_special_tokens=["<MTP>"])
 
 
-def make_train_dir(root: Path, n_train: int = 40) -> Path:
+def make_train_dir(root: Path, n_train: int = 40, *, tiny_default: bool = False) -> Path:
     """A folder a training run can start from: ``mtp_init/`` (a tiny random Llama with a
     tokenizer trained on synthetic math and ``<MTP>`` in its first reserved slot) and
-    ``train.jsonl`` (``n_train`` synthetic problems)."""
+    ``train.jsonl`` (``n_train`` synthetic problems). ``tiny_default``: the embedded default's
+    model instead (config/config.yaml ``model.tiny``: width 96, 4 layers, tied embeddings, its
+    vocabulary cap), untrained."""
     import torch
 
     from mtpsd.data.synthetic import generate_splits
@@ -76,8 +78,17 @@ def make_train_dir(root: Path, n_train: int = 40) -> Path:
     from mtpsd.tokenizer_train import train_tokenizer
 
     rows = generate_splits(n_train, 2, 2, seed=0)["train"]
-    tok = train_tokenizer([r["question"] + "\n\n" + r["answer"] for r in rows], vocab_size=300)
-    model = make_tiny_llama(len(tok), hidden_size=32, dtype=torch.float32, seed=0)
+    texts = [r["question"] + "\n\n" + r["answer"] for r in rows]
+    if tiny_default:
+        from mtpsd.config import load_config
+        from mtpsd.pretrain import build_model
+
+        tiny = load_config([REPO / "config" / "config.yaml"]).model.tiny
+        tok = train_tokenizer(texts, vocab_size=tiny.vocab_size)
+        model = build_model(tiny, tok, seed=0)
+    else:
+        tok = train_tokenizer(texts, vocab_size=300)
+        model = make_tiny_llama(len(tok), hidden_size=32, dtype=torch.float32, seed=0)
     model.config.mtp_token_id = None
     tid = add_mtp_token(model, tok, seed=0)
     assert tid == tok.convert_tokens_to_ids("<|reserved_0|>")

@@ -42,6 +42,28 @@ def _train(root, name, cfg):
                      out=d / "checkpoint", metrics_path=d / "metrics.jsonl", device="cpu", progress=False)
 
 
+# ---- `mtpsd train-mtp` as a command on several processes (also tests/test_fsdp.py) ----------
+
+TORCHRUN_2 = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mtpsd"]
+
+
+def cli_env() -> dict:
+    """The environment of a launched `mtpsd` command: one thread per process, this checkout's code."""
+    return {**os.environ, "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+
+
+def train_command(launcher: list[str], cfg_json, root, d) -> list[str]:
+    """``launcher`` + `train-mtp` on CPU, from ``root``'s init and data into ``d`` (as :func:`_train` lays it out)."""
+    return [*launcher, "train-mtp", "--config", str(cfg_json), "--init", str(root / "mtp_init"), "--train",
+            str(root / "train.jsonl"), "--checkpoint-dir", str(d / "checkpoints"), "--out", str(d / "checkpoint"),
+            "--metrics", str(d / "metrics.jsonl"), "--device", "cpu"]
+
+
+def read_metrics(d) -> list[dict]:
+    return [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+
+
 # ---- counting host synchronisations --------------------------------------------------------
 
 def test_counter_counts_reads_and_value_dependent_shapes():
@@ -149,17 +171,13 @@ def test_lr_schedule_on_two_processes_equals_one(init_and_data, tmp_path):
     cfg = _cfg(steps=4, log_every=1)
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
     one = _train(root, "one-process", cfg)
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     d = tmp_path / "two"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mtpsd",
-           "train-mtp", "--config", str(tmp_path / "cfg.json"), "--init", str(root / "mtp_init"), "--train",
-           str(root / "train.jsonl"), "--checkpoint-dir", str(d / "checkpoints"), "--out", str(d / "checkpoint"),
-           "--metrics", str(d / "metrics.jsonl"), "--device", "cpu"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(train_command(TORCHRUN_2, tmp_path / "cfg.json", root, d), cwd=tmp_path, env=cli_env(),
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    two = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
-    assert json.loads((d / "checkpoint" / "train_summary.json").read_text())["processes"] == 2
+    two = read_metrics(d)
+    summary = json.loads((d / "checkpoint" / "train_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["distributed_type"] == "MULTI_CPU"  # DDP over gloo
     assert [r["step"] for r in two] == [r["step"] for r in one] == [1, 2, 3, 4]
     assert [r["lr"] for r in two] == [r["lr"] for r in one]
     assert [r["lr"] for r in one] == pytest.approx([1e-3 * s / 8 for s in (2, 3, 4, 5)])

@@ -27,7 +27,9 @@ Options (``train`` config): ``attn_implementation`` sdpa | flex_attention (``mtp
 CUDA only, sdpa elsewhere); ``gradient_checkpointing`` (HF activation checkpointing on the
 student, non-reentrant; the same loss and gradients). Multi-GPU: the command runs under
 ``accelerate launch`` (``mtpsd.training.launch``); under FSDP the student is sharded by
-``accelerator.prepare`` and the frozen teacher is replicated in bf16 on every GPU.
+``accelerator.prepare`` and the frozen teacher is replicated in bf16 on every GPU. The same
+launch with ``--device cpu`` runs FSDP2 on CPU processes (gloo; training.distributed), which is
+how tests/test_fsdp.py checks it against one process.
 
 Checkpoints (``checkpoint_dir/step_{N:06d}/``), in the training dtype (float32 master
 weights, or bf16 with ``precision: pure``); what is kept is what the evaluation needs:
@@ -62,6 +64,7 @@ from mtpsd.io import atomic_write_json, atomic_write_jsonl, provenance, read_jso
 from mtpsd.layout import PackedLayout, batch_ends, build_layout, default_num_regions, sample_batch_layout
 from mtpsd.mtp_token import save_model_dir
 from mtpsd.objective import mtp_loss_from_layout
+from mtpsd.training.distributed import full_state_dict, make_accelerator, micro_batch_context
 from mtpsd.training.memory_plan import check_run_fits
 from mtpsd.training.metrics import MetricsWindow
 from mtpsd.training.optim import build_optimizer, keep_full_precision_state
@@ -143,8 +146,7 @@ def train_step(accelerator, student, teacher, optimizer, scheduler, layouts: lis
     for i, (k, lay) in enumerate(mine):
         weight = lay.num_terms(tc.prefix_loss) / n_total
         lay = lay.to(accelerator.device)
-        ctx = accelerator.no_sync(student) if i < len(mine) - 1 else contextlib.nullcontext()
-        with ctx:
+        with micro_batch_context(accelerator, student, last=i == len(mine) - 1):
             res = mtp_loss_from_layout(student, teacher, lay, teacher_mode=tc.teacher_mode,
                                        prefix_loss=tc.prefix_loss, tokenizer_size=tokenizer_size,
                                        mtp_token_id=mtp_token_id)
@@ -171,17 +173,14 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
     (what a killed job leaves behind; used to test resuming). ``gpu_memory``: GiB per
     device the memory plan must fit (default: the free memory of a CUDA device; no check on CPU).
     """
-    from accelerate import Accelerator
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tc = cfg.train
     dev = resolve_device(device)
     dtype = resolve_dtype(cfg.model.dtype, dev)
     low = dtype == torch.bfloat16 and tc.precision == "mixed"  # autocast over float32 master weights
-    # the schedule counts optimizer steps: accelerate's default would step a prepared scheduler
-    # once per process at every optimizer step (P times too fast a warm-up on P processes)
-    accelerator = Accelerator(mixed_precision="bf16" if low else "no", cpu=dev.type == "cpu",
-                              step_scheduler_with_optimizer=False)
+    # FSDP2 under an FSDP launch, on GPUs and on CPU processes alike (training.distributed)
+    accelerator = make_accelerator(mixed_precision="bf16" if low else "no", cpu=dev.type == "cpu")
     init, checkpoint_dir = Path(init), Path(checkpoint_dir)
     if not (init / "config.json").is_file():
         raise MtpsdError(f"{init}: not a checkpoint directory (run `mtpsd add-mtp-token` first)")
@@ -269,7 +268,7 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
     bar.close()
     if stop_after is not None and step < tc.steps:
         return metrics
-    state_dict = accelerator.get_state_dict(student)  # collective under FSDP
+    state_dict = full_state_dict(accelerator, student)  # collective under FSDP
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(student)
         model.config.mtpsd_train_steps = step
@@ -278,7 +277,7 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
         save_model_dir(_StateDictModel(model, state_dict), tok, out)
         atomic_write_json(Path(out) / "train_summary.json", {
             "steps": step, "supervised_tokens": supervised_total, "final": metrics[-1] if metrics else None,
-            "attn_implementation": attn, "processes": P,
+            "attn_implementation": attn, "processes": P, "distributed_type": accelerator.distributed_type.value,
             "provenance": provenance(seed=tc.seed, config=cfg)})
     accelerator.wait_for_everyone()
     return metrics

@@ -34,6 +34,7 @@ import torch
 
 from mtpsd.errors import MtpsdError
 from mtpsd.io import atomic_write_json
+from mtpsd.training.distributed import full_state_dict
 
 MANIFEST = "manifest.json"
 KEEP_RESUME_STATES = 2  # the newest, and the one a run falls back to when the newest is damaged
@@ -95,7 +96,7 @@ def save_checkpoint(accelerator, student, tok, step_dir: Path, trainer_state: di
         accelerator.wait_for_everyone()
         if trainer_state is not None:
             accelerator.save_state(str(tmp / "state"))
-        state_dict = accelerator.get_state_dict(student) if snapshot else None  # collective under FSDP
+        state_dict = full_state_dict(accelerator, student) if snapshot else None  # collective under FSDP
         accelerator.wait_for_everyone()  # every rank's shard of state/ is on disk
         if accelerator.is_main_process:
             tmp.mkdir(parents=True, exist_ok=True)
