@@ -10,6 +10,11 @@
 - the autocast copy: bf16 autocast over float32 weights keeps a bf16 cast of every Linear
   weight from the forward to the backward (``2 P_linear``; under FSDP instead the unsharded
   bf16 root module and two layers);
+- FSDP's gradient reduce-scatter, in the backward: the unsharded gradients of a group and the
+  reduce-scatter input they are copied into (torch's ``foreach_reduce``), two compute-dtype copies
+  of the largest group (the output head or the input embedding, else one decoder layer). The
+  training loop reduce-scatters every micro-batch (training.distributed), so gradients stay
+  sharded between micro-batches;
 - plain data parallel (several GPUs without FSDP): DDP's gradient buckets ``P b_w``;
 - the frozen teacher ``P b_c`` (replicated on every GPU, no gradient or optimizer state);
 - activations of one micro-batch of ``B`` texts packed to ``L = N + M (k_max - 1)`` tokens
@@ -348,6 +353,9 @@ def plan_memory(m: ModelShape, s: Setup) -> MemoryPlan:
     forward = 0.0  # the forward/backward phase
     if G > 1:  # FSDP2: the root module stays gathered in the compute dtype, plus two layers in flight
         parts["FSDP unsharded params"] = c * (m.root_params + 2 * m.layer_params)
+        # backward: a group's unsharded gradients beside the reduce-scatter input they are copied into
+        parts["FSDP gradient reduce-scatter"] = 2 * c * max(m.largest_param, m.layer_params)
+        forward += parts["FSDP gradient reduce-scatter"]
     elif bw > c:  # autocast's bf16 weight casts live from the forward to the end of the backward
         parts["autocast bf16 weight copy"] = c * m.linear_params
         forward += parts["autocast bf16 weight copy"]
@@ -371,8 +379,8 @@ def plan_memory(m: ModelShape, s: Setup) -> MemoryPlan:
 def resident_bytes(plan: MemoryPlan) -> float:
     """What stays allocated through a whole step (weights, gradients, states, teacher, FSDP/DDP
     buffers): the plan's allocated bytes outside both phases."""
-    phase = {"autocast bf16 weight copy", "activations + loss head", "fp32 output conversion",
-             "optimizer step temporaries"}
+    phase = {"autocast bf16 weight copy", "FSDP gradient reduce-scatter", "activations + loss head",
+             "fp32 output conversion", "optimizer step temporaries"}
     return sum(v for k, v in plan.parts.items() if k not in phase)
 
 
