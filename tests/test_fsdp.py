@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -191,7 +192,7 @@ def test_the_one_gpu_recipe_under_fsdp(runs):
     assert all(w.dtype == torch.bfloat16 for w in full.values())
     # as if killed after step 3: the newest resume state is step 2's
     for p in (d / "checkpoints" / "step_000004", d / "checkpoint"):
-        subprocess.run(["rm", "-r", str(p)], check=True)
+        shutil.rmtree(p)
     resumed = _launch(cfg, root, "recipe")
     assert f"resuming from {d / 'checkpoints' / 'step_000002'}" in resumed.stdout + resumed.stderr
     again = _weights(d / "checkpoint")

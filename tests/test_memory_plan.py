@@ -327,6 +327,25 @@ def test_one_gpu_verdicts_agree_everywhere():
     assert f"{mp.optimizer_step_peak(plan8) / mp.GiB:.1f} GiB allocated" in guide
 
 
+@pytest.mark.parametrize("run,arch,overlays,gpus,changes,row", [
+    ("l3-magpie", "llama31_8b.json", ["paper.yaml"], 4, {}, "| Llama-3.1-8B | paper.yaml, FSDP 4 |"),
+    ("l3-magpie", "llama31_8b.json", ["paper.yaml"], 4, {"micro_batch_size": 32, "gradient_checkpointing": True},
+     "| Llama-3.1-8B | paper.yaml, FSDP 4, micro-batch 32, checkpointing |"),
+    ("l3-magpie", "llama31_8b.json", ["paper.yaml", "paper_1gpu.yaml"], 2, {}, "| Llama-3.1-8B | paper_1gpu.yaml, FSDP 2 |"),
+    ("qwen3-4b", "qwen3_4b.json", ["paper.yaml"], 4, {}, "| Qwen3-4B | paper.yaml, FSDP 4 |")])
+def test_fsdp_plans_in_the_guide_are_the_plans(run, arch, overlays, gpus, changes, row):
+    """config/README.md's FSDP rows: the peak and the FSDP copy the plan computes now."""
+    from mtpsd.config import load_config
+
+    cfg = load_config([str(REPO / "config" / f) for f in ("config.yaml", *overlays)], run=run)
+    setup = mp.setup_from_config(cfg, device="cuda", gpus=gpus, fsdp=True).changed(**changes)
+    plan = mp.plan_memory(mp.model_shape(REPO / "benchmarks" / "arch" / arch), setup)
+    line = next(x for x in (REPO / "config" / "README.md").read_text().splitlines() if x.startswith(row))
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    assert cells[3] == f"{plan.parts['FSDP unsharded params'] / mp.GiB:.1f}"
+    assert cells[7].startswith(f"**{plan.peak / mp.GiB:.1f}**"), (line, plan.table())
+
+
 def test_the_heads_run_on_the_read_out_rows_only():
     """The loss head grows with the read-out rows (S = B M k_max, + B N prefix rows), not with the
     packed length; the fp32 output conversion appears only under mixed precision with bf16."""
