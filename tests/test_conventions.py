@@ -226,3 +226,169 @@ def test_engine_equals_reference_under_the_authors_convention(strategy, k, tau, 
     assert {r.stopped_by for r in refs} == {"eos", "length"}
     if mode == "graphs":
         assert eng.counters["graph_replays"] > eng.counters["graph_captures"] > 0
+
+
+# ---- results, tables, report and figure carry both accountings -----------------------------
+
+FIX_RESULTS = __import__("pathlib").Path(__file__).parent / "fixtures" / "summary" / "results.csv"
+
+
+def _with_accounting(df, authors_shift: float = 0.4):
+    """Fixture rows as if recorded by this version: project's convention, the authors' accounting
+    ``authors_shift`` tokens per pass higher for ConfAdapt."""
+    out = df.copy()
+    out["convention"] = "project"
+    out["eff_k_project"] = out["eff_k"]
+    out["eff_k_authors"] = out["eff_k"] + (out["strategy"] == "confadapt") * authors_shift
+    return out
+
+
+def test_summary_rows_carry_both_accountings():
+    from mtpsd.plotting.data import read_results
+    from mtpsd.reporting.summarize import eval_rows
+
+    result = {"run": "tiny", "task": "mtpsd_synth_math", "strategy": "confadapt", "param": 0.9,
+              "setting": "confadapt-tau0.9", "ckpt": "final", "convention": "authors",
+              "results": {"mtpsd_synth_math": {"exact_match,flexible-extract": 0.5}},
+              "decode_stats": {"eff_k_mean": 3.1, "eff_k_project": 2.5, "eff_k_authors": 3.1}}
+    row = eval_rows(result, "x.json")[0]
+    assert (row["convention"], row["eff_k"], row["eff_k_project"], row["eff_k_authors"]) == ("authors", 3.1, 2.5, 3.1)
+    old = read_results(FIX_RESULTS)  # a CSV written before both were recorded
+    assert old["eff_k_authors"].isna().all() and old["eff_k_project"].isna().all()
+
+
+def test_paper_vs_ours_and_report_compare_the_paper_with_the_authors_accounting(tmp_path):
+    from mtpsd.plotting.data import load_paper_results, read_results
+    from mtpsd.reporting.report import accounting_section
+    from mtpsd.reporting.tables import AUTHORS_EFF_K, paper_vs_ours, write_tables
+
+    ours = _with_accounting(read_results(FIX_RESULTS))
+    paper = load_paper_results()
+    t = paper_vs_ours(ours, paper)
+    row = t[(t["run"] == "tiny") & (t["setting"] == "ConfAdapt τ=0.9") & t["task"].str.startswith("mtpsd_gsm8k")]
+    ca = ours[(ours["run"] == "tiny") & (ours["task"] == "mtpsd_gsm8k_cot") & (ours["strategy"] == "confadapt")
+              & (ours["param"] == 0.9) & (ours["checkpoint"] == "final")].iloc[0]
+    assert row[AUTHORS_EFF_K].item() == f"{ca['eff_k'] + 0.4:.2f}" and row["ours eff. k"].item() == f"{ca['eff_k']:.2f}"
+    assert paper_vs_ours(read_results(FIX_RESULTS), paper)[AUTHORS_EFF_K].eq("–").all()  # not recorded: a dash
+    write_tables(ours, paper, tmp_path)
+    assert "compare it with \"ours eff. k (authors' accounting)\"" in (tmp_path / "table02_paper_vs_ours.md").read_text()
+    lines, numbers = accounting_section(ours, paper, "mtpsd_gsm8k_cot")
+    text = "\n".join(lines)
+    assert "compared with the authors' accounting" in text
+    line = next(ln for ln in lines if ln.startswith("| tiny | project | ConfAdapt τ=0.9 |"))
+    assert f"| {ca['eff_k']:.2f} | {ca['eff_k'] + 0.4:.2f} | +0.40 | 3.3, 3.1 |" in line  # the paper's beside
+    assert numbers["tiny.accounting.confadapt0.9.eff_k_authors"] == pytest.approx(ca["eff_k"] + 0.4)
+    assert accounting_section(read_results(FIX_RESULTS), paper, "mtpsd_gsm8k_cot") == ([], {})
+
+
+def test_pareto_marks_the_other_accounting():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mtpsd.plotting.data import read_results
+    from mtpsd.plotting.pareto import other_accounting, plot_pareto
+
+    ours = _with_accounting(read_results(FIX_RESULTS))
+    ours = ours[ours["task"] == "mtpsd_gsm8k_cot"]
+    hollow = lambda fig: [ln for ln in fig.axes[0].lines if ln.get_markerfacecolor() == "white"  # noqa: E731
+                          and ln.get_marker() == "o"]
+    fig = plot_pareto(ours, "mtpsd_gsm8k_cot")
+    n_ca = ((ours["strategy"] == "confadapt") & (ours["checkpoint"] == "final")
+            & (ours["metric"] == "accuracy_pct") & (ours["metric_variant"] == "flexible-extract")).sum()
+    assert len(hollow(fig)) == n_ca > 0  # one hollow marker per ConfAdapt point, at the authors' effective k
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "hollow: the authors' accounting (the paper's)" in labels
+    assert hollow(plot_pareto(read_results(FIX_RESULTS)[lambda d: d["task"] == "mtpsd_gsm8k_cot"],
+                              "mtpsd_gsm8k_cot")) == []
+    flipped = ours.assign(convention="authors", eff_k=ours["eff_k_authors"])
+    assert other_accounting(flipped).dropna().round(6).tolist() == \
+        ours.loc[other_accounting(flipped).dropna().index, "eff_k_project"].round(6).tolist()
+
+
+# ---- lm-eval, config and CLI -----------------------------------------------------------------
+
+def test_lm_eval_hands_back_the_conventions_text_and_counts_both(tiny_llama):
+    """A stop string with no end id: lm-eval gets the same text under both conventions (it cuts
+    at the stop string), the project stops there, the authors' tokens run to the budget; each
+    run's decode_stats carries both accountings, from its one decode."""
+    from tests.test_lm_eval_adapter import MTP as CMTP, char_tokenizer, request
+
+    from mtpsd.evaluation.lm_eval_adapter import MTPLM
+
+    torch.set_num_threads(1)
+    model = tiny_llama(seed=3)
+    model.generation_config.eos_token_id = 2
+    tok = char_tokenizer()
+    kw = dict(pretrained=model, tokenizer=tok, strategy="static", k=3, batch_size=1, max_gen_toks=20,
+              mtp_token_id=CMTP)
+    free = MTPLM(**kw).generate_until([request("Q: abc?", until=[])])[0]
+    stop = next(free[i:i + 2] for i in range(3, len(free) - 2) if free.index(free[i:i + 2]) == i)
+    out, stats = {}, {}
+    for conv in CONVENTIONS:
+        lm = MTPLM(convention=conv, **kw)
+        out[conv] = lm.generate_until([request("Q: abc?", until=[stop])])[0]
+        stats[conv] = lm.decode_stats()
+        assert stats[conv]["convention"] == conv and lm.results[0].convention == conv
+    assert out["project"] == out["authors"] == free[: free.index(stop)]
+    assert stats["project"]["accounting"] == stats["authors"]["accounting"]
+    assert stats["project"]["eff_k_mean"] == stats["project"]["eff_k_project"]
+    assert stats["authors"]["eff_k_mean"] == stats["authors"]["eff_k_authors"]
+    assert stats["project"]["accounting"]["project"]["stopped_by"]["stop_string"] == 1
+    assert stats["authors"]["tokens"] > stats["project"]["tokens"]
+
+
+def test_config_and_cli_take_the_convention(tmp_path, tiny_llama):
+    import json
+
+    from tests.test_lm_eval_adapter import char_tokenizer
+
+    from mtpsd.cli import build_parser, main
+    from mtpsd.config import load_config, merge_sources, resolve
+    from mtpsd.config.base import ConfigError
+
+    assert load_config(["config/config.yaml"]).decode.convention == "project"
+    for verb in ("decode", "evaluate"):
+        sub = build_parser(verb)._subparsers._group_actions[0].choices[verb]
+        flag = next(a for a in sub._actions if "--convention" in a.option_strings)
+        assert set(flag.choices) == set(CONVENTIONS)
+    raw = merge_sources(["config/config.yaml"])
+    raw["decode"]["convention"] = "paper"
+    with pytest.raises(ConfigError, match="decode.convention"):
+        resolve(raw)
+    model = tiny_llama(seed=3)
+    model.generation_config.eos_token_id = 2
+    ckpt = tmp_path / "ckpt"
+    model.save_pretrained(ckpt)
+    char_tokenizer().save_pretrained(ckpt)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"question": "abc"}\n{"question": "Hi"}\n')
+    summary = {}
+    for conv in CONVENTIONS:
+        out = tmp_path / f"{conv}.jsonl"
+        assert main(["decode", "--checkpoint", str(ckpt), "--prompts", str(prompts), "--strategy", "static", "--k", "3",
+                     "--max-new-tokens", "10", "--dtype", "float64", "--device", "cpu", "--convention", conv,
+                     "--out", str(out)]) == 0
+        summary[conv] = json.loads(out.with_name(f"{conv}.summary.json").read_text())
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert all(r["convention"] == conv and set(r["accounting"]) == set(CONVENTIONS) for r in rows)
+        assert summary[conv]["convention"] == conv
+    # budget 10 at k=3 with no end id: the project fills it (3+3+3+1), the authors stop at 9
+    assert summary["project"]["accounting"] == summary["authors"]["accounting"]
+    assert summary["project"]["eff_k_project"] == pytest.approx(10 / 4)
+    assert summary["project"]["eff_k_authors"] == summary["authors"]["eff_k_mean"] == pytest.approx(3.0)
+
+
+def test_conventions_table_rows():
+    from mtpsd.evaluation.conventions import convention_row, conventions_markdown
+
+    stats = {"eff_k_mean": 2.0, "eff_k_project": 2.0, "eff_k_authors": 2.5,
+             "accounting": {"project": {"tokens": 20, "forward_passes": 10, "stopped_by": {"eos": 1}},
+                            "authors": {"tokens": 30, "forward_passes": 12, "stopped_by": {"eos": 1}}}}
+    result = {"task": "mtpsd_synth_math", "strategy": "confadapt", "param": 0.9, "setting": "confadapt-tau0.9",
+              "ckpt": "final", "convention": "project", "n_docs": 1, "decode_stats": stats,
+              "results": {"mtpsd_synth_math": {"exact_match,flexible-extract": 0.5,
+                                               "exact_match_stderr,flexible-extract": 0.1}}}
+    row = convention_row(result)
+    assert (row["value"], row["eff_k_project"], row["eff_k_authors"], row["authors_tokens"]) == (50.0, 2.0, 2.5, 30)
+    line = conventions_markdown([row]).splitlines()[2]
+    assert line == "| confadapt-tau0.9 | project | 50.0 ± 10.0 | 2.00 | 2.50 | +0.50 | 20 / 30 | 10 / 12 |"
