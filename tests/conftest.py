@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,27 @@ def gsm8k_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"{path} not found: tests expect shared/ beside the checkout")
     return path
+
+
+@pytest.fixture(scope="session")
+def ci_dag(tmp_path_factory):
+    """A scratch copy after one real run of the shrunk default (tests/fixtures/ci.yaml), shared
+    by the workflow tests (tests/test_workflow.py, tests/test_faults.py); some add to it (the
+    ablation overlay), so :func:`ci_dag_as_run` keeps a copy of the run as it ended."""
+    from tests.test_workflow import NOISE, _scratch_copy, snakemake
+
+    root = tmp_path_factory.mktemp("dag")
+    _scratch_copy(root)
+    proc = snakemake("--cores", "2", "--configfile", "tests/fixtures/ci.yaml", cwd=root, timeout=1500)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert out.count("# CPU plan") + out.count("# GPU plan for") == 1, out[:6000]  # the plan prints once
+    assert not [n for n in NOISE if n in out], out[-6000:]  # no library warnings a user cannot act on
+    shutil.copytree(root, root.parent / f"{root.name}-as-run", symlinks=True)  # 22 MB, mtimes kept
+    return root
+
+
+@pytest.fixture(scope="session")
+def ci_dag_as_run(ci_dag):
+    """:func:`ci_dag` as its uninterrupted run left it (copy it before changing anything)."""
+    return ci_dag.parent / f"{ci_dag.name}-as-run"

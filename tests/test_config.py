@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from mtpsd.cli import main
-from mtpsd.config import ConfigError, load_config, load_resolved, resolve
+from mtpsd.config import ConfigError, load_config, load_resolved, read_yaml, resolve
 from mtpsd.config.schema import render
 from tests.conftest import REPO
 
@@ -23,11 +23,31 @@ def test_default_config_loads_every_run():
         assert load_config([CONFIG], run=run).run == run
 
 
+def _stack(overlay) -> list:
+    """config.yaml, the base profile the overlay requires (if any), the overlay."""
+    base = read_yaml(overlay).get("requires")
+    return [CONFIG, *([REPO / "config" / f"{base}.yaml"] if base else []), overlay]
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
 def test_overlays_load_every_run(overlay):
-    cfg = load_config([CONFIG, overlay])
+    cfg = load_config(_stack(overlay))
     for run in cfg.run_names:
-        load_config([CONFIG, overlay], run=run)
+        load_config(_stack(overlay), run=run)
+
+
+def test_overlays_that_need_the_paper_profile_refuse_without_it():
+    """`--configfile config/paper_ablations.yaml` alone once built an 8B run on synthetic data;
+    now every overlay that goes on top of paper.yaml says so and stops without it."""
+    needing = sorted(p.name for p in OVERLAYS if read_yaml(p).get("requires") == "paper")
+    assert needing == ["general.yaml", "l3_magpie.yaml", "paper_1gpu.yaml", "paper_ablations.yaml",
+                       "published.yaml", "qwen3_4b.yaml"]
+    for name in needing:
+        with pytest.raises(ConfigError, match=r"requires: paper: .*config/paper\.yaml.*missing"):
+            load_config([CONFIG, REPO / "config" / name])
+    assert read_yaml(REPO / "config" / "paper.yaml")["profile"] == "paper"
+    with pytest.raises(ConfigError, match=r"runs\.x\.requires: cannot be overridden per run"):
+        resolve({"run_names": ["x"], "runs": {"x": {"requires": "paper"}}}, "x")
 
 
 def test_unknown_key_is_named_with_suggestion():

@@ -16,6 +16,7 @@ from mtpsd.evaluation.tasks import (
     UPSTREAM_TASKS,
     lm_eval_tasks_dir,
     task_manager,
+    upstream_eval_kwargs,
     upstream_gen_kwargs,
 )
 from mtpsd.reporting.summarize import eval_rows
@@ -95,6 +96,38 @@ def test_aime25_runs_offline_through_the_mtpsd_model(tm, tmp_path):
            "run": "r", "model": "m", "results": raw["results"], "n_docs": 3}
     (row,) = eval_rows(json.loads(json.dumps(out, default=str)))
     assert (row["task"], row["metric"], row["value"]) == ("aime25", "accuracy_pct", 0.0)
+
+
+def test_gpqa_runs_five_shot(tm, tmp_path):
+    """lm-eval's gpqa_main_cot_n_shot sets no few-shot count (0-shot by default); mtpsd runs it
+    5-shot (mtpsd.evaluation.tasks: the GPQA authors' few-shot prompt and count). On a local
+    stand-in with GPQA's fields: five answered examples, then the question."""
+    import torch
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from mtpsd.evaluation.lm_eval_adapter import MTPLM
+    from tests.conftest import make_char_tokenizer, make_tiny_llama
+
+    torch.set_num_threads(1)
+    data = tmp_path / "gpqa.jsonl"
+    data.write_text("".join(json.dumps({"Question": f"q{i}?", "Correct Answer": f"c{i}", "Incorrect Answer 1": "a",
+                                        "Incorrect Answer 2": "b", "Incorrect Answer 3": "d"}) + "\n"
+                            for i in range(8)))
+    cfg = dict(load_yaml(tm.task_index["gpqa_main_cot_n_shot"].yaml_path, resolve_func=True))
+    cfg.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": {"train": str(data)}})
+    kwargs = upstream_eval_kwargs("gpqa_main_cot_n_shot", 2)
+    assert kwargs["num_fewshot"] == 5 and "num_fewshot" not in upstream_eval_kwargs("aime25", 2)
+    chars = "0123456789abcdefghijklmnopqrstuvwxyzQCLAB \n.:?()'"
+    lm = MTPLM(pretrained=make_tiny_llama(64, dtype=torch.float32), tokenizer=make_char_tokenizer(chars),
+               strategy="static", k=1, batch_size=1, max_gen_toks=2)
+    raw = simple_evaluate(model=lm, tasks=[cfg], task_manager=tm, limit=1, log_samples=True, random_seed=0,
+                          numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0, **kwargs)
+    assert raw["n-shot"]["gpqa_main_cot_n_shot"] == 5
+    context = raw["samples"]["gpqa_main_cot_n_shot"][0]["arguments"][0][0]
+    assert context.startswith("Here are some example questions from experts.")
+    # lm-eval joins each example's text and answer with its target delimiter (a space): "...: (B)"
+    assert context.count("Question: ") == 6 and context.count("Let's think step by step:  (") == 5
 
 
 def _result(task: str, metrics: dict, strategy="static", param=1, run="published-l3") -> dict:

@@ -43,6 +43,18 @@ def test_every_package_that_changes_a_number_is_pinned_to_the_installed_version(
     assert not wrong, f"installed versions differ from the pins (make install): {wrong}"
 
 
+def test_the_cluster_extra_is_installed_at_its_pins():
+    """`make install` installs the `cluster` extra, so tests/test_slurm.py runs the pinned SLURM
+    executor plugin and its job-step half; rules do not need it (the conda env has no copy):
+    inside a SLURM job the submitting environment's snakemake runs the rule."""
+    from importlib.metadata import version
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    pins = _pins(extras["cluster"])
+    assert set(pins) == {"snakemake-executor-plugin-slurm", "snakemake-executor-plugin-slurm-jobstep"}
+    assert {p: version(p) for p in pins} == pins, "make install (the cluster extra)"
+
+
 def test_every_cli_verb_has_a_module_with_the_protocol():
     for verb, (module, _help) in COMMANDS.items():
         mod = importlib.import_module(f"mtpsd.cli.{module}")

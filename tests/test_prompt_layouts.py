@@ -143,3 +143,55 @@ def test_story_perplexity_scores_the_context_with_one_bos(llama_tok):
         logp = torch.log_softmax(model(input_ids=ids).logits[0, len(ctx) - 1:-1], -1)
     nll = -logp.gather(1, ids[0, len(ctx):, None]).mean()
     assert ppl == pytest.approx(float(torch.exp(nll)), rel=1e-5)  # the metric scores fp32 logits
+
+
+def _gsm8k_instances(lm, gsm8k_dir, *, chat: bool):
+    from mtpsd.evaluation.evaluate import task_config, task_manager
+
+    task = task_manager().load([task_config("mtpsd_gsm8k_cot", gsm8k_dir / "test.jsonl",
+                                            max_gen_toks=3)])["tasks"]["mtpsd_gsm8k_cot"]
+    task.build_all_requests(limit=2, apply_chat_template=chat, fewshot_as_multiturn=chat,
+                            chat_template=lm.apply_chat_template if chat else None, tokenizer_name="stand-in")
+    return task.instances
+
+
+def test_chat_off_evaluation_prompt_is_input_then_a_blank_line(qwen_tok, llama_tok, gsm8k_dir, monkeypatch):
+    """method.md section 4 (the paper's appendix, "Chat Templating"): with the chat template off the
+    model sees input + "\\n\\n" + response, in training and at evaluation. lm-eval's GSM8K context ends
+    in "...step by step."; the decoder gets it followed by "\\n\\n" (and the tokenizer's BOS only: the
+    Qwen-style one has none). With the template on (Llama) the context is left as lm-eval builds it."""
+    from mtpsd.evaluation.lm_eval_adapter import MTPLM
+    from tests.conftest import make_tiny_llama
+
+    seen = []
+    real = MTPLM._model_generate
+
+    def spy(self, context, max_length, stop, **kw):
+        seen.append(context[0].tolist())
+        return real(self, context, max_length, stop, **kw)
+
+    monkeypatch.setattr(MTPLM, "_model_generate", spy)
+    model = make_tiny_llama(VOCAB, dtype=torch.float32, mtp_token_id=qwen_tok.convert_tokens_to_ids("<MTP>"))
+    lm = MTPLM(pretrained=model, tokenizer=qwen_tok, strategy="static", k=1, batch_size=1, max_gen_toks=3,
+               plain_prompt=True)
+    insts = _gsm8k_instances(lm, gsm8k_dir, chat=False)
+    lm.generate_until(insts)
+    for inst in insts:  # the logged request shows the prompt the model saw
+        assert inst.args[0].endswith("A: Let's think step by step.\n\n") and not inst.args[0].endswith("\n\n\n")
+    ids = seen[-1]
+    # (the stand-in model holds 512 positions: lm-eval keeps the prompt's last 509 tokens)
+    assert qwen_tok.decode(ids).endswith("step by step.\n\n") and qwen_tok.convert_tokens_to_ids("<|endoftext|>") not in ids
+    assert ids[-2:] == qwen_tok("\n\n", add_special_tokens=False)["input_ids"]
+    assert lm.decode_stats()["plain_prompt"] is True
+    # a context that already ends in a blank line (the tiny model's synthetic math) is kept
+    (inst,) = insts[:1]
+    inst.arguments = ("12 + 30 = ?\n\n", inst.arguments[1])
+    lm.generate_until([inst])
+    assert inst.args[0] == "12 + 30 = ?\n\n"
+    # chat template on: lm-eval's templated context, unchanged
+    on = MTPLM(pretrained=make_tiny_llama(VOCAB, dtype=torch.float32), tokenizer=llama_tok, strategy="static", k=1,
+               batch_size=1, max_gen_toks=3)
+    chat = _gsm8k_instances(on, gsm8k_dir, chat=True)
+    before = [i.args[0] for i in chat]
+    on.generate_until(chat)
+    assert [i.args[0] for i in chat] == before and before[0].endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")

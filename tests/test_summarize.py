@@ -144,3 +144,21 @@ def test_speed_csv_from_the_batch1_decode_runs_feeds_figure_9(tmp_path):
         bad = tmp_path / "bad.summary.json"
         bad.write_text("{}")
         write_summary([], [], tmp_path / "s2", [bad])
+
+
+def test_a_damaged_result_names_the_file_and_the_rule_that_rewrites_it(tmp_path, capsys):
+    """A truncated evaluation JSON, decode summary or training-metrics line: `mtpsd summarize`
+    prints one line naming the file and its rule, no traceback (tests/test_faults.py: in the DAG)."""
+    good = json.dumps(_result())
+    cases = {"evaluate": ("--evals", "e.json", good[: len(good) // 2]),
+             "decode": ("--decodes", "decode/static-k1.summary.json", '{"strategy": "static", "k"'),
+             "train_mtp": ("--train-metrics", "train_metrics.jsonl", '{"step": 1, "loss": 2.0}\n{"step": 2, "lo')}
+    for rule, (flag, name, text) in cases.items():
+        p = tmp_path / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        assert main(["summarize", flag, str(p), "--out-dir", str(tmp_path / "summary")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(p) in err and f"rule `{rule}` writes it" in err, err
+        assert f"`rm {p}`" in err and "Traceback" not in err
+    assert not (tmp_path / "summary").exists()

@@ -50,8 +50,8 @@ def test_train_and_resume_exactly(init_and_data):
     assert full[-1]["loss"] < full[0]["loss"]  # it learns
     assert len(full[0]["agreement"]) == 4
     assert all(r["regions_kept"] == 1.0 for r in full)  # sampled regions all fit their texts
-    # no evaluation snapshots asked for: only the newest resume state is left (final model: out)
-    assert sorted(p.name for p in (d_full / "checkpoints").iterdir()) == ["step_000006"]
+    # no evaluation snapshots asked for: only the two newest resume states are left (final model: out)
+    assert sorted(p.name for p in (d_full / "checkpoints").iterdir()) == ["step_000004", "step_000006"]
     assert not (d_full / "checkpoints" / "step_000006" / "config.json").exists()
     rows = [json.loads(line) for line in (d_full / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
@@ -106,10 +106,10 @@ def _params(path):
 
 
 def test_retention_and_a_kill_mid_save(init_and_data, monkeypatch):
-    """Kept: the evaluation snapshots (steps 3 and 4; 3 is no resume step) and the newest
-    resume state; a kill inside the step-4 save (before its rename) resumes from step 2 and
+    """Kept: the evaluation snapshots (steps 3 and 4; 3 is no resume step) and the two newest
+    resume states (4 and 6); a kill inside the step-4 save (before its rename) resumes from step 2 and
     ends exactly where an uninterrupted run ends."""
-    import mtpsd.training.loop as loop
+    import mtpsd.training.resume as resume
 
     torch.set_num_threads(1)
     root = init_and_data
@@ -117,12 +117,14 @@ def test_retention_and_a_kill_mid_save(init_and_data, monkeypatch):
     full, d_full = _run(root, "keep", cfg)
     ck = d_full / "checkpoints"
     assert sorted(p.name for p in ck.iterdir()) == ["step_000003", "step_000004", "step_000006"]
-    for step in (3, 4):  # snapshots: HF model + tokenizer, no resume state
+    for step in (3, 4):  # snapshots: HF model + tokenizer; step 4 also the resume state before the newest
         names = {p.name for p in (ck / f"step_{step:06d}").iterdir()}
-        assert {"config.json", "model.safetensors", "tokenizer.json"} <= names and "state" not in names
-    assert {p.name for p in (ck / "step_000006").iterdir()} == {"state", "trainer_state.pt", "trainer_state.json"}
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= names
+        assert ("state" in names) == (step == 4)
+    assert {p.name for p in (ck / "step_000006").iterdir()} == {"state", "trainer_state.pt", "trainer_state.json",
+                                                               "manifest.json"}
 
-    real = loop.atomic_write_json
+    real = resume.atomic_write_json
     calls = []
 
     def dies_at_step_4(path, data):
@@ -131,13 +133,13 @@ def test_retention_and_a_kill_mid_save(init_and_data, monkeypatch):
         calls.append(path)
         return real(path, data)
 
-    monkeypatch.setattr(loop, "atomic_write_json", dies_at_step_4)
+    monkeypatch.setattr(resume, "atomic_write_json", dies_at_step_4)
     with pytest.raises(_Killed):
         _run(root, "killed", cfg)
     ck = root / "killed" / "checkpoints"
     assert (ck / ".step_000004.tmp").is_dir() and (ck / "step_000002" / "trainer_state.pt").is_file()
     assert not (ck / "step_000004").exists()
-    monkeypatch.setattr(loop, "atomic_write_json", real)
+    monkeypatch.setattr(resume, "atomic_write_json", real)
     resumed, d = _run(root, "killed", cfg)
     assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]
     for a, b in zip(full, resumed):

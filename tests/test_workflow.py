@@ -27,7 +27,12 @@ OVERLAYS = {
     "paper-1gpu": ["config/paper.yaml", "config/paper_1gpu.yaml"],
     "ablations": ["config/ablations.yaml"],
     "paper-ablations": ["config/paper.yaml", "config/paper_ablations.yaml"],
+    "published": ["config/paper.yaml", "config/published.yaml"],
+    "published-general": ["config/paper.yaml", "config/published.yaml", "config/general.yaml"],
+    "paper-1gpu-qwen": ["config/paper.yaml", "config/paper_1gpu.yaml", "config/qwen3_4b.yaml"],
 }
+# library messages a user cannot act on (mtpsd.library_noise; the schema's dialect)
+NOISE = ("No validator found", "Failed to load", "register_constant()")
 
 
 # the venv's bin first: `mtpsd` for the rules, `shfmt` (shfmt-py) for snakefmt
@@ -50,18 +55,52 @@ def _scratch_copy(dest: Path) -> None:
             shutil.copy(src, dest / name)
 
 
+def job_stats(out: str) -> dict[str, int]:
+    """Snakemake's "Job stats" table of a dry run: rule -> jobs (and "total")."""
+    return {w[0]: int(w[1]) for w in (line.split() for line in out.splitlines())
+            if len(w) == 2 and w[1].isdigit()}
+
+
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory):
+    """`snakemake -n --quiet rules` of each overlay, run once per module (output, return code)."""
+    root = tmp_path_factory.mktemp("dry")
+    _scratch_copy(root)
+    cache = {}
+
+    def run(name):
+        if name not in cache:
+            args = ["-n", "--quiet", "rules"] + (["--configfile", *OVERLAYS[name]] if OVERLAYS[name] else [])
+            proc = snakemake(*args, cwd=root)
+            cache[name] = (proc.stdout + proc.stderr, proc.returncode)
+        return cache[name]
+
+    return run
+
+
 @pytest.mark.workflow
 @pytest.mark.parametrize("name", OVERLAYS)
-def test_dry_run_builds_the_dag(name, tmp_path):
-    _scratch_copy(tmp_path)
-    args = ["-n", "--quiet", "rules"]
-    if OVERLAYS[name]:
-        args += ["--configfile", *OVERLAYS[name]]
-    proc = snakemake(*args, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout + proc.stderr
-    for rule in ("prepare_data", "add_mtp_token", "train_mtp", "evaluate", "summarize"):
+def test_dry_run_builds_the_dag(name, dry_runs):
+    out, rc = dry_runs(name)
+    assert rc == 0, out
+    trains = not name.startswith("published")
+    for rule in ("prepare_data", "evaluate", "summarize") + (("add_mtp_token", "train_mtp") if trains else ()):
         assert rule in out, f"{rule} missing from the {name} DAG:\n{out}"
+    # the plan prints once, before the DAG; no library noise
+    assert out.count("# GPU plan for") + out.count("# CPU plan") == 1, out
+    assert not [n for n in NOISE if n in out], out
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("name", ["published", "published-general", "paper-1gpu-qwen"])
+def test_the_readmes_quick_dry_run_fits_on_a_screen(name, tmp_path):
+    """`snakemake -n -q --configfile ...` (README): the plan, one table of GPU jobs and hours per
+    rule, and Snakemake's header: at most 60 lines (a plain `snakemake -n` prints thousands)."""
+    _scratch_copy(tmp_path)
+    proc = snakemake("-n", "-q", "--configfile", *OVERLAYS[name], cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert len(out.splitlines()) <= 60 and "| **total** |" in out, out
 
 
 @pytest.mark.workflow
@@ -90,15 +129,27 @@ def test_several_trainings_share_the_cores(tmp_path):
 
 
 @pytest.mark.workflow
-def test_published_overlay_evaluates_without_training(tmp_path):
-    _scratch_copy(tmp_path)
-    proc = snakemake("-n", "--quiet", "rules", "--configfile", "config/paper.yaml", "config/published.yaml",
-                     cwd=tmp_path)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    jobs = dict(line.split()[:2] for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit())
-    assert jobs["import_checkpoint"] == "2" and int(jobs["evaluate"]) > 0, out
+def test_published_overlay_is_the_gsm8k_table_without_training(dry_runs):
+    """`snakemake -n --quiet rules --configfile config/paper.yaml config/published.yaml`: the
+    paper's GSM8K table for both checkpoints (19 settings + step 0 each), their imports and
+    batch-1 speed runs, the figures; nothing trains; the plan gives H100 hours per rule."""
+    out, rc = dry_runs("published")
+    assert rc == 0, out
+    jobs = job_stats(out)
+    assert (jobs["import_checkpoint"], jobs["import_base"], jobs["evaluate"], jobs["decode"]) == (2, 2, 40, 38), out
     assert "train_mtp" not in jobs and "add_mtp_token" not in jobs, out
+    plan = out[out.index("# GPU plan for H100 SXM 80 GB"):]
+    rows = [line for line in plan.splitlines() if line.startswith("| ") and "mtpsd_gsm8k_cot" in line]
+    assert len(rows) == 2 and all(r.endswith("| estimate (model) |") for r in rows), plan
+    assert {line.split(" | ")[2] for line in plan.splitlines() if " | evaluate | " in line} == {"mtpsd_gsm8k_cot"}
+
+
+@pytest.mark.workflow
+def test_an_overlay_without_paper_yaml_stops_the_dag(tmp_path):
+    _scratch_copy(tmp_path)
+    proc = snakemake("-n", "--configfile", "config/paper_ablations.yaml", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "requires: paper" in proc.stdout + proc.stderr and "config/paper.yaml" in proc.stdout + proc.stderr
 
 
 @pytest.mark.workflow
@@ -136,19 +187,10 @@ def test_lint_is_clean():
 @pytest.mark.workflow
 def test_rules_are_snakefmt_formatted():
     snakefmt = str(Path(sys.executable).with_name("snakefmt"))
-    proc = subprocess.run([snakefmt, "--check", "Snakefile", "workflow/rules"], cwd=REPO,
+    proc = subprocess.run([snakefmt, "--check", "Snakefile", "workflow/rules", "tests/fixtures/gpu_limit"],
+                          cwd=REPO,
                           capture_output=True, text=True, env=VENV_ENV)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-@pytest.fixture(scope="module")
-def ci_dag(tmp_path_factory):
-    """A scratch copy after one real run of the shrunk default (tests/fixtures/ci.yaml)."""
-    root = tmp_path_factory.mktemp("dag")
-    _scratch_copy(root)
-    proc = snakemake("--cores", "2", "--configfile", "tests/fixtures/ci.yaml", cwd=root, timeout=1500)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    return root
 
 
 @pytest.mark.slow
@@ -296,3 +338,44 @@ def test_magpie_ablation_trains_on_its_own_data(tmp_path):
     assert "--train results/runs/l3-magpie-magpie/data/train.jsonl" in out
     assert "--train results/data/train.jsonl" in out
     assert "results/runs/l3-magpie-gt/data/" not in out
+
+
+def _readme_work_table() -> dict[tuple[str, ...], list[str]]:
+    """config/README.md's table of the documented commands: overlay files -> its cells."""
+    text = (REPO / "config" / "README.md").read_text()
+    start = text.index("| overlays after `config/paper.yaml` |")
+    rows = {}
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("| "):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[tuple(re.findall(r"`(config/[^`]+)`", cells[0]))] = cells[1:]
+    return rows
+
+
+@pytest.mark.workflow
+def test_config_readme_counts_come_from_the_dry_run(dry_runs):
+    """Jobs per rule (the dry run's job stats), forward passes and GPU-hours (the plan) of each
+    documented command, as config/README.md states them."""
+    from mtpsd.config import merge_sources
+    from mtpsd.evaluation.plan import PlanRow, _hours, plan, resolve_runs
+
+    table = _readme_work_table()
+    by_files = {tuple(files[1:]): name for name, files in OVERLAYS.items() if files[:1] == ["config/paper.yaml"]}
+    assert set(table) == {("config/published.yaml",), ("config/published.yaml", "config/general.yaml"),
+                          ("config/paper_1gpu.yaml", "config/qwen3_4b.yaml"), ()}
+    for files, cells in table.items():
+        out, rc = dry_runs(by_files[files])
+        assert rc == 0, out
+        jobs = job_stats(out)
+        counted = [str(jobs["total"])] + [str(jobs.get(r, 0)) for r in ("evaluate", "decode", "train_mtp")]
+        runs = resolve_runs(merge_sources([str(REPO / "config" / f) for f in ("config.yaml", "paper.yaml")]
+                                          + [str(REPO / f) for f in files]))
+        totals = {}
+        for gpu in ("h100", "h200"):
+            total = PlanRow("total", "", "")
+            for r in plan(runs, [], device=gpu, bench_dir=REPO / "no-bench", results=REPO / "no-results"):
+                total.add(r)
+            totals[gpu] = total
+        computed = counted + [f"{totals['h100'].passes:,}", _hours(totals["h100"].hours), _hours(totals["h200"].hours)]
+        assert cells == computed, (files, cells, computed)

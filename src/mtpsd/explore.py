@@ -54,10 +54,11 @@ class ExplorePaths:
 
 def repo_results_dir(start: str | Path | None = None) -> Path:
     """``results/`` of the first of ``start`` (default cwd) and its parents holding a
-    ``Snakefile`` or a ``results/summary`` folder; ``start/results`` if none does."""
+    ``Snakefile`` (or a ``Snakefile``) or a ``results/summary`` folder; ``start/results``
+    if none does."""
     start = Path(start or Path.cwd()).resolve()
     for d in (start, *start.parents):
-        if (d / "Snakefile").is_file() or (d / "results" / "summary").is_dir():
+        if any((d / f).is_file() for f in ("Snakefile", "Snakefile")) or (d / "results" / "summary").is_dir():
             return d / "results"
     return start / "results"
 

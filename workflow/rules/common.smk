@@ -20,13 +20,33 @@ from mtpsd.training.launch import (
 )
 from mtpsd.plotting import ABLATION_FIGURE, FIGURES
 from mtpsd.settings import parse_setting
-from mtpsd.workflow_env import export_source_dir
+from mtpsd.workflow_env import (
+    export_source_dir,
+    placeholder_message,
+    unset_placeholders,
+)
+from mtpsd.workflow_lock import record_lock_holder, recover_stale_lock
 
 validate(config, schema="../schemas/config.schema.yaml")
 
 # `--use-conda`: workflow/envs/mtp.yaml installs this checkout by `-e ${MTPSD_SOURCE}`,
 # which must not resolve against the conda prefix (mtpsd.workflow_env explains).
 export_source_dir(workflow.basedir)
+
+# A run killed hard (SIGKILL, power loss) leaves Snakemake's lock behind: before Snakemake
+# locks, remove it when no process holds it, and refuse a run when one does
+# (mtpsd.workflow_lock); onstart records which Snakemake holds the lock.
+if workflow.is_main_process:
+    try:
+        recover_stale_lock()
+    except MtpsdError as err:
+        raise WorkflowError(str(err))
+
+
+onstart:
+    if workflow.is_main_process:
+        record_lock_holder()
+
 
 try:
     CFG = resolve(config)
@@ -72,6 +92,13 @@ def dry_run_requested(argv=sys.argv):
             return True
     return False
 
+
+if workflow.is_main_process and unset_placeholders(workflow.resource_settings):
+    # the SLURM profile as shipped: stop before any sbatch (a dry run only warns)
+    _message = placeholder_message(unset_placeholders(workflow.resource_settings))
+    if not dry_run_requested():
+        raise WorkflowError(_message)
+    print(f"note: {_message}", file=sys.stderr)
 
 if workflow.is_main_process and not dry_run_requested():
     # an overlay or an edited value: rewrite stale resolved configs before the DAG is built
@@ -259,7 +286,7 @@ EVAL_SYNTH = "mtpsd_synth_math"
 
 def eval_run_targets(run):
     """Every evaluation JSON of one run: final sweep, step-0 at k=1, intermediate checkpoints
-    (imported checkpoints: the final sweep only); the list `mtpsd plan` sizes."""
+    (imported checkpoints: the final sweep and step 0); the list `mtpsd plan` sizes."""
     grid = evaluation_grid(RUN_CFG[run], imported=run in IMPORTED_RUNS)
     return [
         f"results/runs/{run}/eval/{task}/{ckpt}/{setting}.json"
@@ -278,9 +305,12 @@ def eval_train_metrics():
 
 
 def eval_checkpoint_dir(wildcards):
-    """The checkpoint directory the job reads."""
+    """The checkpoint directory the job reads (step 0 of an imported checkpoint: its base
+    model, the paper's "Baseline Step 0, k=1"; k=1 never feeds <MTP>)."""
     run, ckpt = wildcards.run, wildcards.ckpt
     if ckpt == "step0":
+        if run in IMPORTED_RUNS:
+            return base_model_dir(wildcards)
         return f"results/runs/{run}/mtp_init"
     if ckpt == "final":
         return f"results/runs/{run}/checkpoint"
@@ -290,7 +320,7 @@ def eval_checkpoint_dir(wildcards):
 def eval_checkpoint_input(wildcards):
     """The declared output the job waits for (intermediate steps come with the final one)."""
     if wildcards.ckpt == "step0":
-        return f"results/runs/{wildcards.run}/mtp_init"
+        return eval_checkpoint_dir(wildcards)
     return f"results/runs/{wildcards.run}/checkpoint"
 
 
@@ -410,19 +440,34 @@ def all_targets():
     return decode_targets() + ["results/summary/results.csv"] + figure_targets()
 
 
-# ---- the decoding plan ----------------------------------------------------------
+# ---- the plan ------------------------------------------------------------------------
 
 
 def print_plan():
-    """`mtpsd plan` of this config on stderr, so every invocation (dry runs included)
-    shows the decoding work and its measured hours before a job starts: GPU figures
-    of the first results/bench/gpu/<gpu>/ if any, else the CPU figures."""
-    from mtpsd.evaluation.plan import collect_figures, default_device, plan, render
+    """`mtpsd plan` of this config on stderr, once per invocation (dry runs included), before a
+    job starts: GPU-hours per run, rule and task on the GPU found here (gpus.smk), MTPSD_GPU, or
+    an H100; measured figures where results/bench/ has them, else the stated time model.
+    """
+    from mtpsd.evaluation.plan import plan_text
 
-    device = default_device()
-    figures = collect_figures(gpu=None if device == "cpu" else device)
     runs = {run: (RUN_CFG[run], run in IMPORTED_RUNS) for run in RUNS}
-    text = render(plan(runs, figures, device=device), device=device, figures=figures)
+    notes = (GPU_LIMIT.line(),) if GPU_LIMIT is not None else ()
+    if GPU_LIMIT is not None and GPU_LIMIT.limit is not None:
+        notes += tuple(
+            f"train_mtp of {run} needs {n} GPUs (train.accelerate_config), more than the {GPU_LIMIT.limit} "
+            "here: Snakemake will not start it (config/paper_1gpu.yaml trains on one)"
+            for run in TRAINED_RUNS
+            if (n := train_num_gpus(RUN_CFG[run])) > GPU_LIMIT.limit
+        )
+    try:
+        text = plan_text(
+            runs,
+            requested=os.environ.get("MTPSD_GPU") or None,
+            gpu_names=GPUS.names if GPUS is not None else (),
+            notes=notes,
+        )
+    except MtpsdError as err:
+        raise WorkflowError(f"plan: {err}")
     print(text, file=sys.stderr)
 
 

@@ -11,6 +11,7 @@ rule decode:
         ckpt="results/runs/{run}/checkpoint",
         cfg=ancient("results/runs/{run}/config.json"),
         prompts="results/data/test.jsonl",
+        preflight=gpu_preflight,
     output:
         rows="results/runs/{run}/decode/{setting}.jsonl",
         summary="results/runs/{run}/decode/{setting}.summary.json",

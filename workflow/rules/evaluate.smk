@@ -13,6 +13,7 @@ rule evaluate:
         data=eval_data_file,
         reference=eval_reference,
         base=eval_base_model,
+        preflight=gpu_preflight,
     output:
         "results/runs/{run}/eval/{task}/{ckpt}/{setting}.json",
     log:
@@ -32,7 +33,7 @@ rule evaluate:
         extra=eval_extra_args,
     shell:
         "mtpsd evaluate --config {input.cfg:q} --checkpoint {params.ckpt_dir:q}"
-        " --task {wildcards.task:q} --setting {wildcards.setting:q} {params.extra:q}"
+        " --ckpt {wildcards.ckpt:q} --task {wildcards.task:q} --setting {wildcards.setting:q} {params.extra:q}"
         " --out {output:q} > {log:q} 2>&1"
 
 

@@ -117,6 +117,7 @@ rule confidence_quality:
         teacher=cq_teacher,
         cfg=ancient("results/runs/{run}/config.json"),
         data="results/data/validation.jsonl",
+        preflight=gpu_preflight,
     output:
         "results/summary/confidence_quality_{run}.csv",
     log:

@@ -49,6 +49,7 @@ rule train_mtp:
         cfg=ancient("results/runs/{run}/config.json"),
         init="results/runs/{run}/mtp_init",
         data=train_data_file,
+        preflight=gpu_preflight,
     output:
         ckpt=directory("results/runs/{run}/checkpoint"),
         metrics="results/runs/{run}/train_metrics.jsonl",

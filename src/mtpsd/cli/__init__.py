@@ -8,10 +8,11 @@ and ``run(args) -> int``; modules are imported only when their verb is called so
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
-from mtpsd import numerics
+from mtpsd import library_noise, numerics
 from mtpsd.errors import MtpsdError
 
 # verb -> (module, one-line help)
@@ -48,6 +49,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     numerics.apply()  # before any verb imports torch (mtpsd.numerics)
+    library_noise.install()  # library messages a user cannot act on (mtpsd.library_noise)
     argv = list(sys.argv[1:] if argv is None else argv)
     verb = next((a for a in argv if not a.startswith("-")), None)
     if verb is not None and verb not in COMMANDS:
@@ -59,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except MtpsdError as e:
         print(f"mtpsd {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk is the user's to fix, like bad input: one line, no traceback
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"mtpsd {args.verb}: error: {e.strerror} while writing {e.filename or 'a file'}: "
+              "free space and run the same command again", file=sys.stderr)
         return 2
 
 

@@ -30,6 +30,8 @@ def add_arguments(p) -> None:
                    help=f"decoder (default: config decode.engine): graphs (CUDA graphs), eager (no graphs: the way "
                         f"out if a GPU-only step fails), reference (DynamicCache, slow); auto = ${ENV}, else graphs "
                         f"on CUDA, eager elsewhere")
+    p.add_argument("--ckpt", help="checkpoint label recorded in the result: step0 | final | step{N} (default: "
+                                   "from the directory name; step0 of an imported checkpoint is its base model)")
     p.add_argument("--convention", choices=CONVENTIONS, default=None,
                    help=f"default: config decode.convention; {CONVENTION_HELP}")
     p.add_argument("--out", required=True, help="result JSON to write")
@@ -42,7 +44,7 @@ def run(args) -> int:
 
     cfg = load_resolved(args.config)
     out = evaluate(cfg, args.checkpoint, args.task, args.setting, data_file=args.data, limit=args.limit,
-                   base_model=args.base_model, reference=args.reference, engine=args.engine,
+                   base_model=args.base_model, reference=args.reference, engine=args.engine, ckpt=args.ckpt,
                    convention=args.convention)
     atomic_write_json(args.out, out)
     res = {k: round(v, 4) for k, v in out["results"][args.task].items()

@@ -57,8 +57,8 @@ def run(args) -> int:
     disk = mp.disk_plan(shape, setup, steps=tc.steps, checkpoint_steps=cfg.eval.checkpoint_steps,
                         checkpoint_every=tc.checkpoint_every)
     print(f"disk: {mp.fmt_bytes(disk['peak_bytes'])} at most = {disk['snapshots']} evaluation snapshot(s) + final model "
-          f"({mp.fmt_bytes(disk['model_bytes'])} each) + 2 x resume state ({mp.fmt_bytes(disk['resume_state_bytes'])}: "
-          "weights + optimizer; two while the next one is written)")
+          f"({mp.fmt_bytes(disk['model_bytes'])} each) + 3 x resume state ({mp.fmt_bytes(disk['resume_state_bytes'])}: "
+          "weights + optimizer; the two newest are kept, a third while the next one is written)")
     files = args.throughput if args.throughput is not None else sorted(glob.glob("results/bench/gpu/*/train_*.json"))
     hours = mp.gpu_hours(shape, setup, files, steps=tc.steps)
     print(f"time: {hours}")

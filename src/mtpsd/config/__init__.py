@@ -51,6 +51,14 @@ def seed_base(name: str) -> str:
 @dataclass
 class Config:
     seed: int = field(0, help="global seed (data split, generator, model init)")
+    profile: str | None = field(
+        None, help="name of the base profile a config file sets up (config/paper.yaml: paper), for overlays "
+                   "that only work on top of it (`requires`)"
+    )
+    requires: str | None = field(
+        None, help="an overlay that only works on top of a base profile names it (e.g. paper): the config "
+                   "refuses to resolve unless `profile` (set by config/<name>.yaml, given first) is that name"
+    )
     run_names: list[str] = field(default_factory=lambda: ["tiny"], help="runs the DAG trains and evaluates")
     runs: dict[str, Any] = field(default_factory=dict, help="run name -> overrides of the sections below")
     run: str | None = field(None, help="the run this resolved config belongs to (set by the loader)")
@@ -110,7 +118,7 @@ def resolve(raw: dict, run: str | None = None) -> Config:
         runs = raw.get("runs") or {}
         if run not in runs:
             raise ConfigError(f"runs: no run named '{run}' (known: {', '.join(runs) or 'none'})")
-        for key in ("runs", "run_names", "run", "seed"):
+        for key in ("runs", "run_names", "run", "seed", "profile", "requires"):
             if key in (runs[run] or {}) and key != "seed":
                 raise ConfigError(f"runs.{run}.{key}: cannot be overridden per run")
         raw = deep_merge(raw, runs[run] or {})
@@ -119,6 +127,12 @@ def resolve(raw: dict, run: str | None = None) -> Config:
     else:
         raw = apply_published_defaults(raw, {})
     cfg = from_dict(Config, raw)
+    if cfg.requires is not None and cfg.requires != cfg.profile:
+        raise ConfigError(
+            f"requires: {cfg.requires}: an overlay here goes on top of config/{cfg.requires}.yaml, which is "
+            f"missing (profile: {cfg.profile}); give it first, e.g. --configfile config/{cfg.requires}.yaml "
+            f"<overlay> (Snakemake) or --config config/config.yaml --config config/{cfg.requires}.yaml "
+            "--config <overlay> (mtpsd)")
     check_checkpoint_source(cfg.checkpoint, cfg.mtp_token, f"runs.{run}.checkpoint" if run else "checkpoint")
     if run is None:
         for name in cfg.run_names:  # fail at DAG start, not when the run is reached

@@ -199,8 +199,9 @@ class DecodeEngine:
                  banned_token_ids=None, accept_fn=None, convention=None) -> list[GenerationResult]:
         """Decode ``prompts`` (lists of ids); one result per prompt, in order.
 
-        Arguments as ``mtpsd.decoding.generate`` (``convention``: "project" | "authors"). ``accept_fn(row, step, n_cand) -> 1..n_cand``
-        (static/ConfAdapt only) replaces the acceptance rule: ``row`` = prompt index,
+        Arguments as ``mtpsd.decoding.generate`` (``convention``: "project" | "authors").
+        ``accept_fn(row, step, n_cand) -> 1..n_cand`` (static/ConfAdapt only) replaces the
+        acceptance rule: ``row`` = prompt index,
         ``step`` = the row's pass index. ``extras``: ``batch_size`` (of the group),
         ``cache_len`` (the row's final cache length: prompt + fed-back tokens, i.e. every
         token but those of its last pass), ``engine``. ``wall_time_s`` runs from the group's

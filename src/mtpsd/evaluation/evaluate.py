@@ -20,8 +20,11 @@ general evaluations (``aime25``, ``gpqa_main_cot_n_shot``, ``bbh_cot_fewshot``, 
 are lm-eval's own tasks, run with the paper's stop strings (hub data only).
 
 As the authors ran lm-eval: few-shot examples go in as multi-turn chat when the chat
-template is on (``fewshot_as_multiturn``), and the model runs in ``eval.dtype`` (float32
-in the paper profile; null = ``model.dtype``), recorded in the result as ``dtype``.
+template is on (``fewshot_as_multiturn``); with it off, the prompt is the plain few-shot text
+followed by "\\n\\n" (method.md section 4: input + "\\n\\n" + response; ``MTPLM(plain_prompt=)``).
+The model runs in ``eval.dtype`` (float32 in the paper profile; null = ``model.dtype``),
+recorded in the result as ``dtype``. Upstream tasks run with the paper's stop strings and
+few-shot counts (``tasks.upstream_eval_kwargs``: GPQA 5-shot).
 """
 
 from __future__ import annotations
@@ -57,11 +60,12 @@ def checkpoint_label(path: str | Path) -> str:
 
 
 def _make_lm(model, tokenizer, strategy: str, k: int, tau: float, *, batch_size: int,
-             max_gen_toks: int, engine: str, convention: str = "project"):
+             max_gen_toks: int, engine: str, plain_prompt: bool = False, convention: str = "project"):
     from mtpsd.evaluation.lm_eval_adapter import MTPLM
 
     return MTPLM(pretrained=model, tokenizer=tokenizer, strategy=strategy, k=k, tau=tau,
-                 batch_size=batch_size, max_gen_toks=max_gen_toks, engine=engine, convention=convention)
+                 batch_size=batch_size, max_gen_toks=max_gen_toks, engine=engine, plain_prompt=plain_prompt,
+                 convention=convention)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -136,9 +140,12 @@ def add_story_metrics(result: dict, *, base=None, reference: dict | None = None,
 
 def evaluate(cfg, checkpoint: str | Path, task: str, setting: str, *, data_file: str | Path | None = None,
              limit: int | None = None, base_model: str | Path | None = None,
-             reference: str | Path | None = None, engine: str | None = None,
+             reference: str | Path | None = None, engine: str | None = None, ckpt: str | None = None,
              convention: str | None = None) -> dict:
     """Run one task with one decoding setting on one checkpoint; return the result dict.
+
+    ``ckpt``: the label the result records (default :func:`checkpoint_label` of the directory);
+    an imported checkpoint's step 0 is its base model directory, labelled "step0".
 
     ``limit`` defaults to ``cfg.eval.limit`` (documents, from the start of the test split);
     ``engine`` to ``cfg.decode.engine`` (``mtpsd.decoding.select``; the result records the one used);
@@ -148,7 +155,7 @@ def evaluate(cfg, checkpoint: str | Path, task: str, setting: str, *, data_file:
     from lm_eval import simple_evaluate
 
     from mtpsd.checkpoint import load_checkpoint
-    from mtpsd.evaluation.tasks import check_task, generation_budget, is_upstream, upstream_gen_kwargs
+    from mtpsd.evaluation.tasks import check_task, generation_budget, is_upstream, upstream_eval_kwargs
     from mtpsd.io import provenance, read_json
     from mtpsd.settings import parse_setting
 
@@ -162,18 +169,18 @@ def evaluate(cfg, checkpoint: str | Path, task: str, setting: str, *, data_file:
         if data_file is not None:
             raise MtpsdError(f"task {task} runs on its hub dataset only (lm-eval's own task); "
                              f"drop --data / eval.data_files[{task}]")
-        spec, gen_kwargs = task, upstream_gen_kwargs(task, budget)
+        spec, upstream = task, upstream_eval_kwargs(task, budget)
     else:  # fail on a bad local file before loading the model
-        spec, gen_kwargs = task_config(task, data_file, max_gen_toks=budget), None
+        spec, upstream = task_config(task, data_file, max_gen_toks=budget), {}
     dtype = cfg.eval.dtype or cfg.model.dtype
     torch.manual_seed(cfg.seed)
     model, tok = load_checkpoint(checkpoint, dtype=dtype)
     lm = _make_lm(model, tok, strategy, k, tau, batch_size=cfg.eval.batch_size,
                   max_gen_toks=cfg.decode.max_new_tokens, engine=engine or cfg.decode.engine,
-                  convention=convention or cfg.decode.convention)
+                  plain_prompt=not cfg.model.chat_template, convention=convention or cfg.decode.convention)
     t0 = time.perf_counter()
     raw = simple_evaluate(
-        model=lm, tasks=[spec], task_manager=task_manager(), limit=limit, gen_kwargs=gen_kwargs,
+        model=lm, tasks=[spec], task_manager=task_manager(), limit=limit, **upstream,
         log_samples=True, apply_chat_template=cfg.model.chat_template,
         fewshot_as_multiturn=cfg.model.chat_template, random_seed=cfg.seed,
         numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed,
@@ -191,7 +198,7 @@ def evaluate(cfg, checkpoint: str | Path, task: str, setting: str, *, data_file:
     param = tau if strategy == "confadapt" else k
     out = {
         "run": cfg.run, "model": cfg.model.name, "chat_template": cfg.model.chat_template,
-        "task": task, "checkpoint": str(checkpoint), "ckpt": checkpoint_label(checkpoint),
+        "task": task, "checkpoint": str(checkpoint), "ckpt": ckpt or checkpoint_label(checkpoint),
         "setting": setting, "strategy": strategy, "param": param, "k": k, "engine": lm.engine,
         "convention": lm.convention,
         "tau": tau if strategy == "confadapt" else None,

@@ -7,6 +7,10 @@ through one decoder kept per MTPLM (``engine``: "graphs" | "eager" | "reference"
 CPU), which gets the prompt ids (padding removed),
 the ``until`` strings (as stop strings) and the ``max_gen_toks`` budget, and stops at EOS.
 ``mask_budget`` (tokens per pass, ConfAdapt/verify) is passed to the engine.
+``plain_prompt`` (a model evaluated with its chat template off, method.md section 4: input +
+"\\n\\n" + response): every generation prompt ends in a blank line, as the model's training texts
+do after the input (lm-eval's context gets "\\n\\n" unless it already ends with one); BOS is the
+tokenizer's own, as lm-eval encodes it.
 Log-likelihood requests are inherited unchanged (they are NTP scores: real tokens
 never see ``<MTP>``).
 
@@ -48,8 +52,9 @@ class MTPLM(HFLM):
 
     def __init__(self, pretrained, strategy: str = "confadapt", k: int = 16, tau: float = 0.9,
                  max_gen_toks: int = 256, mtp_token_id: int | None = None, mask_budget: int | None = None,
-                 engine: str = "auto", convention: str = "project", **kwargs):
+                 engine: str = "auto", plain_prompt: bool | str = False, convention: str = "project", **kwargs):
         super().__init__(pretrained=pretrained, **kwargs)
+        self.plain_prompt = str(plain_prompt).lower() in ("1", "true", "yes")
         self.engine = resolve_engine(engine, self.model.device)  # recorded in decode_stats
         self.convention = as_convention(convention).name
         self.strategy, self.k, self.tau = str(strategy), int(k), float(tau)
@@ -70,6 +75,16 @@ class MTPLM(HFLM):
         if self.eot_token_id is not None:
             ids.add(int(self.eot_token_id))
         return tuple(sorted(ids))
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """lm-eval's generate_until; with ``plain_prompt`` each context first ends in "\\n\\n" (the
+        request is changed in place, so the logged sample shows the prompt the model saw)."""
+        if self.plain_prompt:
+            for req in requests:
+                context, *rest = req.arguments
+                if not context.endswith("\n\n"):
+                    req.arguments = (context + "\n\n", *rest)
+        return super().generate_until(requests, disable_tqdm=disable_tqdm)
 
     def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str],
                         **generation_kwargs) -> torch.Tensor:
@@ -108,4 +123,5 @@ class MTPLM(HFLM):
         eng = self.__dict__.get("_mtpsd_engine")  # the DecodeEngine decoder_for keeps on this MTPLM
         counters = {"engine_counters": dict(eng.counters)} if eng is not None and self.engine != "reference" else {}
         return {"strategy": self.strategy, "k": self.k, "tau": tau, "mask_budget": self.mask_budget,
-                "engine": self.engine, "convention": self.convention, **counters, **pooled_stats(self.results)}
+                "plain_prompt": self.plain_prompt, "engine": self.engine, "convention": self.convention, **counters,
+                **pooled_stats(self.results)}

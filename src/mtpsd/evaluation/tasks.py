@@ -19,6 +19,14 @@ end-of-text strings of the authors' lm-eval command (:data:`END_STRINGS`), which
 an end marker a tokenizer writes as plain text. CNN/DailyMail sets ``until: []`` in its YAML:
 without ``until`` lm-eval stops at the few-shot delimiter "\\n\\n", which cut summaries.
 
+Few-shot counts: GSM8K 8 (lm-eval's gsm8k_cot, in our YAML), BBH 3 (its YAML), GPQA-main CoT 5:
+the paper names the task "GPQA Main CoT Fewshot" without a count, and neither method.md nor the
+repository records one; lm-eval's ``gpqa_main_cot_n_shot`` YAML sets none (0-shot unless given).
+Its prompt ("Here are some example questions from experts. Answer the final question yourself,
+following the format of the previous questions exactly.") is the GPQA authors' few-shot prompt,
+whose baselines use 5 examples (Rein et al. 2023, github.com/idavidrein/gpqa, prompt type
+``5_shot``), so we run 5 (:func:`upstream_eval_kwargs`). Chosen, not confirmed from the paper.
+
 Generation budget (:func:`generation_budget`): ``eval.max_gen_toks[task]`` if set, else the
 task YAML's own ``max_gen_toks`` (lm-eval 0.4.13: AIME25 32768, BBH 1024, IFEval 1280,
 CNN/DailyMail 128), else ``decode.max_new_tokens`` (lm-eval's model-level default, 256 in
@@ -54,12 +62,14 @@ class UpstreamTask:
     until: tuple[str, ...]       # stop strings (the paper's, replacing the YAML's)
     yaml_max_gen_toks: int | None  # the YAML's own budget (None: it sets none)
     metric: str                  # lm-eval "metric,filter" key the paper reports
+    num_fewshot: int | None = None  # few-shot examples, where the YAML's count (or lm-eval's 0) is not it
 
 
 UPSTREAM_TASKS: dict[str, UpstreamTask] = {
     "aime25": UpstreamTask("aime", "aime25", END_STRINGS, 32768, "exact_match,none"),
+    # GPQA's YAML sets no count, so lm-eval would run it 0-shot; 5 (see GPQA_FEWSHOT)
     "gpqa_main_cot_n_shot": UpstreamTask("gpqa/cot_n_shot", "gpqa_main", END_STRINGS, None,
-                                         "exact_match,flexible-extract"),
+                                         "exact_match,flexible-extract", num_fewshot=5),
     "bbh_cot_fewshot": UpstreamTask("bbh/cot_fewshot", "bbh", ("\n\n", "Q:") + END_STRINGS, 1024,
                                     "exact_match,get-answer"),
     "ifeval": UpstreamTask("ifeval", "ifeval", ("Q:",) + END_STRINGS, 1280, "prompt_level_strict_acc,none"),
@@ -142,6 +152,15 @@ def _our_yaml_text(task: str) -> dict[str, Any]:
     loader = type("FunctionAsText", (yaml.SafeLoader,), {})
     loader.add_constructor("!function", lambda lo, node: lo.construct_scalar(node))
     return yaml.load((TASKS_DIR / f"{task}.yaml").read_text(encoding="utf-8"), Loader=loader)
+
+
+def upstream_eval_kwargs(task: str, max_gen_toks: int) -> dict[str, Any]:
+    """Keyword arguments of ``simple_evaluate`` for an upstream task: its ``gen_kwargs`` and,
+    where the paper's few-shot count differs from the YAML's, ``num_fewshot``."""
+    out: dict[str, Any] = {"gen_kwargs": upstream_gen_kwargs(task, max_gen_toks)}
+    if UPSTREAM_TASKS[task].num_fewshot is not None:
+        out["num_fewshot"] = UPSTREAM_TASKS[task].num_fewshot
+    return out
 
 
 def upstream_gen_kwargs(task: str, max_gen_toks: int) -> dict[str, Any]:

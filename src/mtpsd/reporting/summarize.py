@@ -97,8 +97,20 @@ def _step(ckpt: str, result: dict) -> float:
     return math.nan
 
 
+def _read(path, rule: str, reader):
+    """``reader(path)``; a file that cannot be read (a damaged or truncated result) stops the
+    summary with one line naming the file and the workflow rule that writes it again."""
+    try:
+        return reader(path)
+    except MtpsdError as e:
+        raise MtpsdError(f"{e}. This result is damaged or incomplete; the workflow's rule `{rule}` writes it: "
+                         f"delete it (`rm {path}`) and run the same snakemake or make command again") from None
+
+
 def eval_rows(result: dict, source_file: str = "") -> list[dict]:
     """The tidy rows (one per known metric) of one ``mtpsd evaluate`` result dict."""
+    if not isinstance(result, dict):
+        raise MtpsdError(f"{source_file or 'result'}: expected a JSON object, got {type(result).__name__}")
     for key in ("task", "strategy", "param", "setting", "ckpt", "results"):
         if key not in result:
             raise MtpsdError(f"{source_file or 'result'}: missing key '{key}' (not an mtpsd evaluate file?)")
@@ -150,6 +162,8 @@ SPEED_TASK = "batch1_speed"  # task name of the decode rule's rows in speed.csv
 def speed_row(summary: dict, source_file: str) -> dict:
     """One ``speed.csv`` row from a decode summary
     (``results/runs/{run}/decode/{setting}.summary.json``: the batch-1 speed run)."""
+    if not isinstance(summary, dict):
+        raise MtpsdError(f"{source_file}: expected a JSON object, got {type(summary).__name__}")
     for key in ("strategy", "k", "tokens_per_s", "eff_k_mean"):
         if key not in summary:
             raise MtpsdError(f"{source_file}: missing key '{key}' (not an mtpsd decode summary?)")
@@ -173,7 +187,7 @@ def speed_row(summary: dict, source_file: str) -> dict:
 def summarize_speed(paths: list[str | Path]) -> pd.DataFrame:
     """``speed.csv``: the decode rule's batch-1 wall-clock runs (what figure 9 plots), one
     row per run x setting, in :data:`RESULT_COLUMNS` (``metric`` = ``tokens_per_s``)."""
-    rows = [speed_row(read_json(p), str(p)) for p in paths]
+    rows = [_read(p, "decode", lambda p: speed_row(read_json(p), str(p))) for p in paths]
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     return df.sort_values(["run", "strategy", "param"], kind="stable").reset_index(drop=True)
 
@@ -182,7 +196,7 @@ def summarize_evals(paths: list[str | Path]) -> pd.DataFrame:
     """``results.csv`` as a DataFrame, columns :data:`RESULT_COLUMNS`, sorted for reading."""
     rows = []
     for p in paths:
-        rows += eval_rows(read_json(p), str(p))
+        rows += _read(p, "evaluate", lambda p: eval_rows(read_json(p), str(p)))
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     return df.sort_values(["run", "task", "checkpoint", "strategy", "param", "metric"],
                           kind="stable").reset_index(drop=True)
@@ -208,7 +222,7 @@ def summarize_train_metrics(paths: list[str | Path]) -> pd.DataFrame:
     frames = []
     for p in paths:
         p = Path(p)
-        rows = read_jsonl(p, required=("step",))
+        rows = _read(p, "train_mtp", lambda p: read_jsonl(p, required=("step",)))
         run = p.parent.name
         flat = []
         for r in rows:
@@ -257,7 +271,9 @@ def write_summary(evals: list[str | Path], train_metrics: list[str | Path], out_
 
     out_dir = Path(out_dir)
     res, train = out_dir / "results.csv", out_dir / "train_metrics.csv"
-    atomic_write_text(res, summarize_evals(evals).to_csv(index=False))
-    atomic_write_text(train, summarize_train_metrics(train_metrics).to_csv(index=False))
-    atomic_write_text(out_dir / "speed.csv", summarize_speed(list(decodes)).to_csv(index=False))
+    # every input read before anything is written: an unreadable one leaves the old summary whole
+    tables = {res: summarize_evals(evals), train: summarize_train_metrics(train_metrics),
+              out_dir / "speed.csv": summarize_speed(list(decodes))}
+    for path, df in tables.items():
+        atomic_write_text(path, df.to_csv(index=False))
     return res, train

@@ -26,20 +26,20 @@ weights, or bf16 with ``precision: pure``); what is kept is what the evaluation 
 - at the steps of ``eval.checkpoint_steps``: a plain HF model + tokenizer (kept);
 - every ``checkpoint_every`` steps and at the last step: the resume state, ``state/``
   (weights, optimizer, scheduler, RNG: ``accelerator.save_state``) plus ``trainer_state.pt``
-  (step, data cursor, layout-sampler RNG, metrics so far). Only the newest is kept; older
+  (step, data cursor, layout-sampler RNG, metrics so far). The two newest are kept; older
   step directories without an evaluation snapshot are deleted.
 
-A step directory is written under a temporary name and renamed when complete, and older
-resume states are deleted only after that, so a kill (even mid-save) loses nothing: a
-restarted run resumes from the newest complete checkpoint and continues exactly. The final
-model is ``out`` (training.memory_plan.disk_plan sizes all of it).
+A step directory is written under a temporary name, with a manifest of its files, and renamed
+when complete, and older resume states are deleted only after that, so a kill (even mid-save)
+loses nothing: a restarted run resumes from the newest good checkpoint and continues exactly;
+a damaged one is skipped for the one before, a full disk stops the run with one line
+(training.resume). The final model is ``out`` (training.memory_plan.disk_plan sizes all of it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -57,6 +57,7 @@ from mtpsd.objective import mtp_loss_from_layout
 from mtpsd.training.memory_plan import check_run_fits
 from mtpsd.training.metrics import MetricsWindow
 from mtpsd.training.optim import build_optimizer, keep_full_precision_state
+from mtpsd.training.resume import load_resume_state, save_checkpoint
 
 
 class TextStream:
@@ -101,53 +102,6 @@ def _encode_batch(tok, rows: list[dict], cfg, pad_id: int):
         ids[i, : len(s)] = torch.tensor(s)
         am[i, : len(s)] = 1
     return ids, am
-
-
-def _latest_checkpoint(checkpoint_dir: Path) -> Path | None:
-    done = sorted(p for p in checkpoint_dir.glob("step_*") if (p / "trainer_state.pt").is_file())
-    return done[-1] if done else None
-
-
-def _save_checkpoint(accelerator, student, tok, step_dir: Path, trainer_state: dict | None, *,
-                     snapshot: bool, keep_steps: set[int]) -> None:
-    """Write ``step_dir`` atomically: an HF model + tokenizer if ``snapshot``, the resume state
-    if ``trainer_state``; then drop older resume states and step directories not in ``keep_steps``."""
-    tmp = step_dir.parent / f".{step_dir.name}.tmp"
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    if trainer_state is not None:
-        accelerator.save_state(str(tmp / "state"))
-    state_dict = accelerator.get_state_dict(student) if snapshot else None  # collective under FSDP
-    if accelerator.is_main_process:
-        tmp.mkdir(parents=True, exist_ok=True)
-        if snapshot:
-            model = accelerator.unwrap_model(student)
-            model.save_pretrained(tmp, state_dict=state_dict)
-            tok.save_pretrained(tmp)
-        if trainer_state is not None:
-            torch.save(trainer_state, tmp / "trainer_state.pt")
-            atomic_write_json(tmp / "trainer_state.json", {k: v for k, v in trainer_state.items()
-                                                           if k not in ("layout_rng", "metrics")})
-        if step_dir.exists():
-            shutil.rmtree(step_dir)
-        tmp.rename(step_dir)
-        if trainer_state is not None:
-            _prune(step_dir, keep_steps)
-    accelerator.wait_for_everyone()
-
-
-def _prune(newest: Path, keep_steps: set[int]) -> None:
-    """Only ``newest`` keeps a resume state; other step directories stay only as evaluation snapshots."""
-    for old in newest.parent.glob("step_*"):
-        if old == newest:
-            continue
-        if int(old.name[5:]) not in keep_steps:
-            shutil.rmtree(old)
-        elif (old / "state").is_dir() or (old / "trainer_state.pt").exists():
-            shutil.rmtree(old / "state", ignore_errors=True)
-            (old / "trainer_state.pt").unlink(missing_ok=True)
-            (old / "trainer_state.json").unlink(missing_ok=True)
 
 
 def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: str | Path,
@@ -208,10 +162,9 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
 
     stream, layout_rng = TextStream(rows, tc.seed), torch.Generator().manual_seed(tc.seed)
     step, supervised_total, elapsed0, metrics = 0, 0, 0.0, []
-    last = _latest_checkpoint(checkpoint_dir)
-    if last is not None:
-        st = torch.load(last / "trainer_state.pt", weights_only=False)
-        accelerator.load_state(str(last / "state"))
+    resumed = load_resume_state(accelerator, checkpoint_dir)  # the newest good one (training.resume)
+    if resumed is not None:
+        last, st = resumed
         step, supervised_total, elapsed0, metrics = st["step"], st["supervised_tokens"], st["elapsed_s"], st["metrics"]
         stream.load(st["data"])
         layout_rng.set_state(st["layout_rng"])
@@ -274,8 +227,8 @@ def train_mtp(cfg, *, init: str | Path, train_path: str | Path, checkpoint_dir: 
         if resume or snapshot:
             state = {"step": step, "supervised_tokens": supervised_total, "elapsed_s": elapsed,
                      "data": stream.state(), "layout_rng": layout_rng.get_state(), "metrics": metrics}
-            _save_checkpoint(accelerator, student, tok, checkpoint_dir / f"step_{step:06d}",
-                             state if resume else None, snapshot=snapshot, keep_steps=keep_steps)
+            save_checkpoint(accelerator, student, tok, checkpoint_dir / f"step_{step:06d}",
+                            state if resume else None, snapshot=snapshot, keep_steps=keep_steps)
     bar.close()
     if stop_after is not None and step < tc.steps:
         return metrics

@@ -40,9 +40,10 @@ by ``torch.cuda.mem_get_info``, not by the allocator) and 10% allocator fragment
 of the allocated peak (``expandable_segments`` keeps it low; the authors' FSDP run reports
 56 GB allocated / 83 GB reserved without it). CPU plans have no overhead.
 
-``disk_plan`` sizes the checkpoints a run keeps (training.loop): the ``eval.checkpoint_steps``
-snapshots and the final model in the training dtype, and the newest resume state (weights +
-optimizer), which exists twice for a moment while the next one is written.
+``disk_plan`` sizes the checkpoints a run keeps (training.resume): the ``eval.checkpoint_steps``
+snapshots and the final model in the training dtype, and the two newest resume states (weights +
+optimizer; the older one is what a run resumes from when the newest is damaged), three for a
+moment while the next one is written.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from pathlib import Path
 
 from mtpsd.errors import MtpsdError
 from mtpsd.layout import default_num_regions
+from mtpsd.training.resume import KEEP_RESUME_STATES
 
 GiB = 1024**3
 _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
@@ -372,13 +374,13 @@ def check_fits(m: ModelShape, s: Setup, gpu_bytes: float) -> MemoryPlan:
 
 
 def disk_plan(m: ModelShape, s: Setup, *, steps: int, checkpoint_steps: list[int], checkpoint_every: int) -> dict:
-    """Bytes on disk a run's checkpoints need at most (training.loop's retention)."""
+    """Bytes on disk a run's checkpoints need at most (training.resume's retention)."""
     bw = s.weight_bytes
     model = m.params * bw
     state = model + plan_memory(m, s.changed(gpus=1, fsdp=False)).parts["optimizer state"]
     snapshots = len([x for x in set(checkpoint_steps) if 0 < x <= steps])
     return {"model_bytes": model, "snapshots": snapshots, "resume_state_bytes": state,
-            "peak_bytes": (snapshots + 1) * model + 2 * state,
+            "peak_bytes": (snapshots + 1) * model + (KEEP_RESUME_STATES + 1) * state,
             "resume_every": checkpoint_every}
 
 
