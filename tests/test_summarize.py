@@ -34,7 +34,8 @@ def test_columns_match_reference():
     assert RESULT_COLUMNS[: len(paper_cols)] == paper_cols
     assert RESULT_COLUMNS[len(paper_cols):] == ["run", "checkpoint", "step", "setting", "metric_variant",
                                                 "tokens_per_s", "forward_passes", "tokens", "n_docs", "source_file",
-                                                "ablation", "ablation_key"]
+                                                "ablation", "ablation_key", "convention", "eff_k_project",
+                                                "eff_k_authors"]
 
 
 def test_eval_rows_units_and_names():

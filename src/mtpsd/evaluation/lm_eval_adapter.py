@@ -23,6 +23,14 @@ never see ``<MTP>``).
 Statistics (method.md section 6): effective k = generated tokens / forward passes,
 pooled over every decoding step of every generation; its spread is the SD of the
 pooled chunk sizes.
+
+``convention`` ("project" | "authors", ``mtpsd.decoding.common.Convention``): the tokens
+handed back to lm-eval are those of the convention's accounting (the authors': an end id
+keeps the rest of its chunk and stop strings only cut the text, which lm-eval does after
+decoding). Each generation decodes until both accountings have ended, so ``decode_stats``
+carries effective k both ways (``eff_k_project``, ``eff_k_authors``) from one run; with the
+project's convention, rows stopped by a stop string go on (uncounted in the project's
+numbers) to an end id or the budget for the authors' count.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from mtpsd.decoding.common import GenerationResult, check_args
+from mtpsd.decoding.common import GenerationResult, as_convention, check_args
 from mtpsd.decoding.select import decoder_for, resolve_engine
 from mtpsd.decoding.stats import pooled_stats
 from mtpsd.errors import MtpsdError
@@ -44,10 +52,11 @@ class MTPLM(HFLM):
 
     def __init__(self, pretrained, strategy: str = "confadapt", k: int = 16, tau: float = 0.9,
                  max_gen_toks: int = 256, mtp_token_id: int | None = None, mask_budget: int | None = None,
-                 engine: str = "auto", plain_prompt: bool | str = False, **kwargs):
+                 engine: str = "auto", plain_prompt: bool | str = False, convention: str = "project", **kwargs):
         super().__init__(pretrained=pretrained, **kwargs)
         self.plain_prompt = str(plain_prompt).lower() in ("1", "true", "yes")
         self.engine = resolve_engine(engine, self.model.device)  # recorded in decode_stats
+        self.convention = as_convention(convention).name
         self.strategy, self.k, self.tau = str(strategy), int(k), float(tau)
         self.mask_budget = None if mask_budget in (None, "", "None") else int(mask_budget)
         self._max_gen_toks = int(max_gen_toks)
@@ -93,7 +102,8 @@ class MTPLM(HFLM):
         engine = decoder_for(self.model, self.mtp_token_id, engine=self.engine, batch=B,
                              seq_len=T + max_new + 2 * self.k, holder=self, mask_budget=self.mask_budget)
         results = engine.generate(rows, strategy=self.strategy, k=self.k, tau=self.tau, max_new_tokens=max_new,
-                                  stop_token_ids=self._stop_ids(), stop_strings=tuple(stop), tokenizer=self.tokenizer)
+                                  stop_token_ids=self._stop_ids(), stop_strings=tuple(stop), tokenizer=self.tokenizer,
+                                  convention=self.convention)
         self.results.extend(results)
         fill = self.eot_token_id if self.eot_token_id is not None else 0
         out = torch.full((B, T + max_new), fill, dtype=torch.long, device=context.device)
@@ -113,5 +123,5 @@ class MTPLM(HFLM):
         eng = self.__dict__.get("_mtpsd_engine")  # the DecodeEngine decoder_for keeps on this MTPLM
         counters = {"engine_counters": dict(eng.counters)} if eng is not None and self.engine != "reference" else {}
         return {"strategy": self.strategy, "k": self.k, "tau": tau, "mask_budget": self.mask_budget,
-                "plain_prompt": self.plain_prompt,
-                "engine": self.engine, **counters, **pooled_stats(self.results)}
+                "plain_prompt": self.plain_prompt, "engine": self.engine, "convention": self.convention, **counters,
+                **pooled_stats(self.results)}
