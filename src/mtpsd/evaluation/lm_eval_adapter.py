@@ -7,6 +7,9 @@ through one decoder kept per MTPLM (``engine``: "graphs" | "eager" | "reference"
 CPU), which gets the prompt ids (padding removed),
 the ``until`` strings (as stop strings) and the ``max_gen_toks`` budget, and stops at EOS.
 ``mask_budget`` (tokens per pass, ConfAdapt/verify) is passed to the engine.
+``batch_planner`` (``mtpsd evaluate`` with ``eval.batch_size: null``): before decoding, the
+batch is re-planned from the longest tokenized request and the largest budget
+(``mtpsd.evaluation.memory_plan``), so the cache the engine allocates fits the device.
 Log-likelihood requests are inherited unchanged (they are NTP scores: real tokens
 never see ``<MTP>``).
 
@@ -40,8 +43,10 @@ class MTPLM(HFLM):
 
     def __init__(self, pretrained, strategy: str = "confadapt", k: int = 16, tau: float = 0.9,
                  max_gen_toks: int = 256, mtp_token_id: int | None = None, mask_budget: int | None = None,
-                 engine: str = "auto", **kwargs):
+                 engine: str = "auto", batch_planner=None, **kwargs):
         super().__init__(pretrained=pretrained, **kwargs)
+        self.batch_planner = batch_planner  # (longest prompt, budget) -> batch; None: keep batch_size
+        self.planned: dict | None = None  # what the last re-plan saw and chose
         self.engine = resolve_engine(engine, self.model.device)  # recorded in decode_stats
         self.strategy, self.k, self.tau = str(strategy), int(k), float(tau)
         self.mask_budget = None if mask_budget in (None, "", "None") else int(mask_budget)
@@ -61,6 +66,18 @@ class MTPLM(HFLM):
         if self.eot_token_id is not None:
             ids.add(int(self.eot_token_id))
         return tuple(sorted(ids))
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """lm-eval's ``generate_until``, at the batch the memory plan gives for these requests."""
+        if self.batch_planner is not None and requests:
+            from lm_eval.models.utils import normalize_gen_kwargs
+
+            # + 1: the BOS lm-eval may add when it encodes a batch
+            longest = 1 + max(len(self.tok_encode(r.args[0])) for r in requests)
+            budget = max(normalize_gen_kwargs(dict(r.args[1]), self.max_gen_toks)["max_gen_toks"] for r in requests)
+            self.batch_size_per_gpu = int(self.batch_planner(longest, budget))
+            self.planned = {"longest_prompt": longest, "budget": budget, "batch_size": self.batch_size_per_gpu}
+        return super().generate_until(requests, disable_tqdm=disable_tqdm)
 
     def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str],
                         **generation_kwargs) -> torch.Tensor:

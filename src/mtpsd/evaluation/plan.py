@@ -59,6 +59,7 @@ CPU = "cpu"
 PAPER_TASK_NAMES = {"mtpsd_gsm8k_cot": "gsm8k", "mtpsd_cnn_dailymail": "cnn_dailymail", "aime25": "aime25",
                     "gpqa_main_cot_n_shot": "gpqa_main", "bbh_cot_fewshot": "bbh", "ifeval": "ifeval"}
 COMMITTED_FIGURES = Path(__file__).resolve().parents[1] / "measured_speed.json"
+PLAN_GPU_MEMORY_GIB = 79.6  # an 80 GB H100/A100 as torch sees it: the batches eval.batch_size null plans
 
 
 @dataclass(frozen=True)
@@ -177,16 +178,20 @@ def tokens_per_pass(cfg, task: str, ckpt: str, setting: str) -> float:
 
 
 def run_jobs(cfg, run: str, *, imported: bool) -> list[Job]:
-    """Every decoding job of one run (resolved config ``cfg``): evaluations and speed runs."""
+    """Every decoding job of one run (resolved config ``cfg``): evaluations and speed runs.
+    With ``eval.batch_size: null`` each task's batch is the evaluation memory plan's for an
+    80 GB GPU (:data:`PLAN_GPU_MEMORY_GIB`; 1 where the architecture cannot be read offline)."""
+    from mtpsd.evaluation.memory_plan import GiB, dry_run_batches
     from mtpsd.evaluation.tasks import generation_budget
 
+    planned = (dry_run_batches(cfg, PLAN_GPU_MEMORY_GIB * GiB) or {}) if cfg.eval.batch_size is None else {}
     jobs = []
     for task, ckpt, setting in evaluation_grid(cfg, imported=imported):
         docs = task_documents(cfg, task)
         if cfg.eval.limit is not None:
             docs = min(docs, cfg.eval.limit)
         budget = generation_budget(task, overrides=cfg.eval.max_gen_toks, default=cfg.decode.max_new_tokens)
-        jobs.append(Job(run, "evaluate", task, ckpt, setting, docs, cfg.eval.batch_size, budget,
+        jobs.append(Job(run, "evaluate", task, ckpt, setting, docs, cfg.eval.batch_size or planned.get(task, 1), budget,
                         tokens_per_pass(cfg, task, ckpt, setting)))
     test = "mtpsd_gsm8k_cot" if cfg.data.test_source == "gsm8k" else "mtpsd_synth_math"
     n = task_documents(cfg, test)
