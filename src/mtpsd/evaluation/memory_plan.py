@@ -73,17 +73,26 @@ class EvalShape:
 
 
 @functools.lru_cache(maxsize=8)
+def model_shape(source: str | Path):
+    """``training.memory_plan.model_shape``, built once per source (a meta-device model of 8B
+    parameters takes seconds to build)."""
+    from mtpsd.training.memory_plan import model_shape as build
+
+    return build(source)
+
+
+@functools.lru_cache(maxsize=8)
 def eval_shape(source: str | Path) -> EvalShape:
     """The sizes of the model a checkpoint directory, config JSON or hub id describes (its
     config only; parameters counted on the meta device)."""
-    from mtpsd.training.memory_plan import _read_config, shape_of_config
+    from mtpsd.training.memory_plan import _read_config
 
     src = Path(str(source))
     name = src.stem if src.suffix == ".json" else src.name
     cfg = _read_config(source)
     cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     heads = int(cfg.num_attention_heads)
-    return EvalShape(name=name, params=shape_of_config(cfg, name).params, layers=int(cfg.num_hidden_layers),
+    return EvalShape(name=name, params=model_shape(source).params, layers=int(cfg.num_hidden_layers),
                      hidden=int(cfg.hidden_size), intermediate=int(cfg.intermediate_size), heads=heads,
                      kv_heads=int(getattr(cfg, "num_key_value_heads", None) or heads),
                      head_dim=int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads),
