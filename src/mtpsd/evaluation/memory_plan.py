@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mtpsd.decoding.engine import PREFILL_CHUNK, SLOT_ROUND, DecodeEngine, pass_bytes
 from mtpsd.errors import MtpsdError
-from mtpsd.training.memory_plan import CUDA_CONTEXT_BYTES, FRAGMENTATION, GiB, fmt_bytes
+from mtpsd.training.memory_plan import CUDA_CONTEXT_BYTES, FRAGMENTATION, GiB, MemoryPlan, fmt_bytes
 
 # the largest batch a task gets: the largest batch benchmarks/gpu_check.sh measures the engine at
 MAX_EVAL_BATCH = 64
@@ -129,29 +129,12 @@ def _round_up(n: int, step: int) -> int:
     return -(-n // step) * step
 
 
-@dataclass
-class EvalMemoryPlan:
-    shape: EvalShape
-    setup: EvalSetup
-    parts: dict[str, float] = field(default_factory=dict)  # bytes, allocated
-    overhead: float = 0.0  # CUDA context + fragmentation
+class EvalMemoryPlan(MemoryPlan):
+    """The training plan's container (``parts`` allocated bytes, ``overhead``, ``peak``,
+    ``fits``, ``summary``) holding an :class:`EvalShape` and an :class:`EvalSetup`."""
 
-    @property
-    def allocated(self) -> float:
-        return sum(self.parts.values())
-
-    @property
-    def peak(self) -> float:
-        return self.allocated + self.overhead
-
-    def fits(self, memory_bytes: float) -> bool:
-        return self.peak <= memory_bytes
-
-    def summary(self) -> str:
-        out = [f"{k} {fmt_bytes(v)}" for k, v in self.parts.items()]
-        if self.overhead:
-            out.append(f"CUDA context + fragmentation {fmt_bytes(self.overhead)}")
-        return ", ".join(out)
+    def table(self) -> str:
+        return f"{self.shape.name} on {self.setup.task}, batch {self.setup.batch}: {self.summary()}"
 
 
 def kv_cache_bytes(m: EvalShape, s: EvalSetup) -> int:
