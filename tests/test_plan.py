@@ -51,13 +51,16 @@ def test_jobs_are_task_sizes_times_budgets():
     cfg, _ = resolve_runs(_paper_raw(PUBLISHED))["pub-l3"]
     jobs = {(j.rule, j.task, j.setting): j for j in run_jobs(cfg, "pub-l3", imported=True)}
     gsm = jobs[("evaluate", "mtpsd_gsm8k_cot", "static-k2")]
-    # 1319 GSM8K test documents in batches of 32, 256 tokens at 2 per pass
-    assert (gsm.documents, gsm.batch_size, gsm.budget, gsm.passes) == (1319, 32, 256, 42 * 128)
+    # 1319 GSM8K test documents in batches of 64 (eval.batch_size null: the evaluation memory
+    # plan's batch for Llama-3.1-8B in float32 on 80 GB), 256 tokens at 2 per pass
+    assert (gsm.documents, gsm.batch_size, gsm.budget, gsm.passes) == (1319, 64, 256, 21 * 128)
     ca = jobs[("evaluate", "mtpsd_gsm8k_cot", "confadapt-tau0.9")]
     assert ca.tokens_per_pass == 3.3  # the paper's effective k for L3.1-8B-Magpie on GSM8K
-    assert ca.passes == 42 * 78  # ceil(256 / 3.3) = 78
+    assert ca.passes == 21 * 78  # ceil(256 / 3.3) = 78
     aime = jobs[("evaluate", "aime25", "static-k1")]
-    assert (aime.documents, aime.budget, aime.passes) == (30, 32768, 32768)
+    assert (aime.documents, aime.batch_size, aime.budget, aime.passes) == (30, 4, 32768, 8 * 32768)
+    fixed = resolve_runs(_paper_raw(PUBLISHED | {"eval": {"batch_size": 32}}))["pub-l3"][0]
+    assert {j.batch_size for j in run_jobs(fixed, "pub-l3", imported=True) if j.rule == "evaluate"} == {32}
     assert jobs[("evaluate", "mtpsd_cnn_dailymail", "verify-k4")].tokens_per_pass == 1.0
     speed = jobs[("decode", "test prompts", "static-k1")]
     assert (speed.documents, speed.batch_size, speed.passes) == (64, 1, 64 * 256)  # decode.speed_prompts
@@ -92,7 +95,7 @@ def test_plan_hours_only_from_measured_figures(tmp_path):
     gpu_dir = tmp_path / "gpu" / "H100"
     gpu_dir.mkdir(parents=True)
     (gpu_dir / "l3-8b-magpie.json").write_text(json.dumps(
-        {"model_name": "l3-8b-magpie", "dtype": "float32", "batch_size": 32,
+        {"model_name": "l3-8b-magpie", "dtype": "float32", "batch_size": 64,  # the plan's GSM8K batch
          "results": [{"method": "static-k1", "passes_per_s": 20.0}]}))
     figs = collect_figures(tmp_path, gpu="H100")
     rows = {(r.rule, r.task): r for r in plan(runs, figs, device="H100")}
