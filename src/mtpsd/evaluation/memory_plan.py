@@ -46,9 +46,10 @@ MAX_EVAL_BATCH = 64
 KV_BUCKET = inspect.signature(DecodeEngine.__init__).parameters["kv_bucket"].default
 # Longest prompt in tokens, measured: the 1,319 GSM8K test prompts (8-shot CoT, "Let's think
 # step by step", multi-turn chat template) built by lm-eval from data/gsm8k/test.jsonl and
-# tokenized by SmolLM2-135M-Instruct's tokenizer (49k vocabulary; the Llama 3 and Qwen3
-# tokenizers, 128k/152k, split English into no more tokens): tests/test_eval_memory_plan.py
-# re-measures it.
+# tokenized by SmolLM2-135M-Instruct's tokenizer (49k vocabulary, ChatML with its default
+# system prompt; the Llama 3 and Qwen3 tokenizers were not available offline, and their larger
+# vocabularies are expected, not measured, to need fewer tokens; the evaluation itself counts
+# the real ones): tests/test_eval_memory_plan.py re-measures it.
 PROMPT_TOKENS: dict[str, int] = {"mtpsd_gsm8k_cot": 1090}
 # Every other task before its prompts are seen: an allowance, not a measurement (their data is
 # on the hub only). The evaluation re-plans with the real longest prompt; `--prompt-tokens`
