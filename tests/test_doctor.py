@@ -47,6 +47,16 @@ def test_versions_against_pins(monkeypatch):
     assert "lm-eval missing" in doctor.check_versions().detail
 
 
+def test_versions_unknown_without_the_package(monkeypatch):
+    from importlib.metadata import PackageNotFoundError
+
+    def missing():
+        raise PackageNotFoundError("mtpsd")
+
+    monkeypatch.setattr(doctor, "_pins", missing)
+    assert doctor.check_versions().ok is None
+
+
 def test_real_pins_are_this_projects():
     pins = doctor._pins()
     assert pins["torch"] == "2.13.0" and pins["lm-eval"] == "0.4.13" and "pytest" not in pins  # extras excluded

@@ -153,7 +153,12 @@ def _same_release(installed: str | None, pinned: str) -> bool:
 
 
 def check_versions() -> Check:
-    pins = _pins()
+    from importlib.metadata import PackageNotFoundError
+
+    try:
+        pins = _pins()
+    except PackageNotFoundError:
+        return Check("versions", None, "mtpsd is not installed as a package (run from src/?): its pins are unknown")
     bad = [f"{p} {_installed(p) or 'missing'} (tested {v})" for p, v in sorted(pins.items())
            if not _same_release(_installed(p), v)]
     if bad:
