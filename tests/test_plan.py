@@ -99,15 +99,18 @@ def test_jobs_are_task_sizes_times_budgets():
     cfg, _ = resolve_runs(_raw("paper", "general", extra=PUBLISHED))["pub-l3"]
     jobs = {(j.rule, j.task, j.setting, j.ckpt): j for j in run_jobs(cfg, "pub-l3", imported=True)}
     gsm = jobs[("evaluate", "mtpsd_gsm8k_cot", "static-k2", "final")]
-    # 1319 GSM8K test documents in batches of 32, 256 tokens at 2 per pass; fp32 (eval.dtype)
-    assert (gsm.documents, gsm.batch_size, gsm.budget, gsm.passes, gsm.dtype) == (1319, 32, 256, 42 * 128, "float32")
+    # 1319 GSM8K test documents in batches of 64 (eval.batch_size null: the evaluation memory
+    # plan's batch for Llama-3.1-8B in float32 on 80 GB), 256 tokens at 2 per pass
+    assert (gsm.documents, gsm.batch_size, gsm.budget, gsm.passes, gsm.dtype) == (1319, 64, 256, 21 * 128, "float32")
     assert gsm.width == 3  # the last chunk of 2 + one mask
     ca = jobs[("evaluate", "mtpsd_gsm8k_cot", "confadapt-tau0.9", "final")]
     assert ca.tokens_per_pass == 3.3  # the paper's effective k for L3.1-8B-Magpie on GSM8K
-    assert ca.passes == 42 * 78 and ca.width == 4 + 15  # ceil(256 / 3.3) = 78; chunk + k_max - 1 masks
+    assert ca.passes == 21 * 78 and ca.width == 4 + 15  # ceil(256 / 3.3) = 78; chunk + k_max - 1 masks
     assert jobs[("evaluate", "mtpsd_gsm8k_cot", "static-k1", "step0")].width == 1
     aime = jobs[("evaluate", "aime25", "static-k1", "final")]
-    assert (aime.documents, aime.budget, aime.passes) == (30, 32768, 32768)
+    assert (aime.documents, aime.batch_size, aime.budget, aime.passes) == (30, 4, 32768, 8 * 32768)
+    fixed = resolve_runs(_raw("paper", "general", extra=PUBLISHED | {"eval": {"batch_size": 32}}))["pub-l3"][0]
+    assert {j.batch_size for j in run_jobs(fixed, "pub-l3", imported=True) if j.rule == "evaluate"} == {32}
     assert jobs[("evaluate", "mtpsd_cnn_dailymail", "verify-k4", "final")].tokens_per_pass == 1.0
     speed = jobs[("decode", "test prompts", "static-k1", "final")]
     assert (speed.documents, speed.batch_size, speed.passes, speed.dtype) == (64, 1, 64 * 256, "bfloat16")

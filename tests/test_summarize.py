@@ -11,9 +11,9 @@ import pytest
 from mtpsd.cli import main
 from mtpsd.errors import MtpsdError
 from mtpsd.reporting.summarize import PAPER_COLUMNS, RESULT_COLUMNS, eval_rows, join_paper, summarize_evals
-from tests.conftest import SHARED
+from tests.conftest import REPO
 
-PAPER = SHARED / "reference" / "paper_results.csv"
+PAPER = REPO / "src" / "mtpsd" / "paper_results.csv"  # the paper's tables, packaged
 
 
 def _result(task="mtpsd_gsm8k_cot", ckpt="final", setting="confadapt-tau0.9", strategy="confadapt",

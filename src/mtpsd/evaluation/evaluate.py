@@ -60,12 +60,13 @@ def checkpoint_label(path: str | Path) -> str:
 
 
 def _make_lm(model, tokenizer, strategy: str, k: int, tau: float, *, batch_size: int,
-             max_gen_toks: int, engine: str, plain_prompt: bool = False, convention: str = "project"):
+             max_gen_toks: int, engine: str, plain_prompt: bool = False, convention: str = "project",
+             batch_planner=None):
     from mtpsd.evaluation.lm_eval_adapter import MTPLM
 
     return MTPLM(pretrained=model, tokenizer=tokenizer, strategy=strategy, k=k, tau=tau,
                  batch_size=batch_size, max_gen_toks=max_gen_toks, engine=engine, plain_prompt=plain_prompt,
-                 convention=convention)
+                 convention=convention, batch_planner=batch_planner)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -173,9 +174,18 @@ def evaluate(cfg, checkpoint: str | Path, task: str, setting: str, *, data_file:
     else:  # fail on a bad local file before loading the model
         spec, upstream = task_config(task, data_file, max_gen_toks=budget), {}
     dtype = cfg.eval.dtype or cfg.model.dtype
+    batch, planner = cfg.eval.batch_size, None
+    if batch is None:  # the evaluation memory plan's batch; refuses here, before a weight is loaded
+        from mtpsd.evaluation.memory_plan import evaluation_batch
+        from mtpsd.evaluation.plan import task_documents
+
+        docs = task_documents(cfg, task) if data_file is None else sum(1 for _ in check_local_file(task, data_file)
+                                                                           .open(encoding="utf-8"))
+        batch, planner = evaluation_batch(checkpoint, task, budget=budget, k=k, dtype=dtype,
+                                          documents=docs if limit is None else min(docs, limit))
     torch.manual_seed(cfg.seed)
     model, tok = load_checkpoint(checkpoint, dtype=dtype)
-    lm = _make_lm(model, tok, strategy, k, tau, batch_size=cfg.eval.batch_size,
+    lm = _make_lm(model, tok, strategy, k, tau, batch_size=batch, batch_planner=planner,
                   max_gen_toks=cfg.decode.max_new_tokens, engine=engine or cfg.decode.engine,
                   plain_prompt=not cfg.model.chat_template, convention=convention or cfg.decode.convention)
     t0 = time.perf_counter()
@@ -205,7 +215,8 @@ def evaluate(cfg, checkpoint: str | Path, task: str, setting: str, *, data_file:
         "data_file": str(data_file) if data_file is not None else None, "limit": limit,
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "max_gen_toks": budget,
         "fewshot_as_multiturn": bool(cfg.model.chat_template),
-        "n_docs": n_docs, "wall_s": wall,
+        "n_docs": n_docs, "wall_s": wall, "batch_size": lm.batch_size,
+        "batch_plan": lm.planned if planner is not None else "eval.batch_size",
         "decode_stats": _summarise_decode_stats(lm.decode_stats()),
     }
     out.update(result)

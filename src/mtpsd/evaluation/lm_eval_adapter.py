@@ -11,6 +11,10 @@ the ``until`` strings (as stop strings) and the ``max_gen_toks`` budget, and sto
 "\\n\\n" + response): every generation prompt ends in a blank line, as the model's training texts
 do after the input (lm-eval's context gets "\\n\\n" unless it already ends with one); BOS is the
 tokenizer's own, as lm-eval encodes it.
+
+``batch_planner`` (``mtpsd evaluate`` with ``eval.batch_size: null``): before decoding, the
+batch is re-planned from the longest tokenized request and the largest budget
+(``mtpsd.evaluation.memory_plan``), so the cache the engine allocates fits the device.
 Log-likelihood requests are inherited unchanged (they are NTP scores: real tokens
 never see ``<MTP>``).
 
@@ -52,9 +56,12 @@ class MTPLM(HFLM):
 
     def __init__(self, pretrained, strategy: str = "confadapt", k: int = 16, tau: float = 0.9,
                  max_gen_toks: int = 256, mtp_token_id: int | None = None, mask_budget: int | None = None,
-                 engine: str = "auto", plain_prompt: bool | str = False, convention: str = "project", **kwargs):
+                 engine: str = "auto", plain_prompt: bool | str = False, convention: str = "project",
+                 batch_planner=None, **kwargs):
         super().__init__(pretrained=pretrained, **kwargs)
         self.plain_prompt = str(plain_prompt).lower() in ("1", "true", "yes")
+        self.batch_planner = batch_planner  # (longest prompt, budget) -> batch; None: keep batch_size
+        self.planned: dict | None = None  # what the last re-plan saw and chose
         self.engine = resolve_engine(engine, self.model.device)  # recorded in decode_stats
         self.convention = as_convention(convention).name
         self.strategy, self.k, self.tau = str(strategy), int(k), float(tau)
@@ -77,13 +84,22 @@ class MTPLM(HFLM):
         return tuple(sorted(ids))
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        """lm-eval's generate_until; with ``plain_prompt`` each context first ends in "\\n\\n" (the
-        request is changed in place, so the logged sample shows the prompt the model saw)."""
+        """lm-eval's generate_until, at the batch the memory plan gives for these requests; with
+        ``plain_prompt`` each context first ends in "\\n\\n" (the request is changed in place, so
+        the logged sample shows the prompt the model saw)."""
         if self.plain_prompt:
             for req in requests:
                 context, *rest = req.arguments
                 if not context.endswith("\n\n"):
                     req.arguments = (context + "\n\n", *rest)
+        if self.batch_planner is not None and requests:
+            from lm_eval.models.utils import normalize_gen_kwargs
+
+            # + 1: the BOS lm-eval may add when it encodes a batch
+            longest = 1 + max(len(self.tok_encode(r.args[0])) for r in requests)
+            budget = max(normalize_gen_kwargs(dict(r.args[1]), self.max_gen_toks)["max_gen_toks"] for r in requests)
+            self.batch_size_per_gpu = int(self.batch_planner(longest, budget))
+            self.planned = {"longest_prompt": longest, "budget": budget, "batch_size": self.batch_size_per_gpu}
         return super().generate_until(requests, disable_tqdm=disable_tqdm)
 
     def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str],

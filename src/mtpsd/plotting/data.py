@@ -4,7 +4,7 @@ Figures read only ``results/summary/*.csv`` (and small analysis files), never
 checkpoints. ``results.csv`` has the columns of the paper's reference table plus our
 extras (docs/architecture.md); ``train_metrics.csv`` is long format, one row per run
 and logged step. The paper's published numbers ship as package data
-(``mtpsd/paper_results.csv``, a copy of shared/reference/paper_results.csv).
+(``mtpsd/paper_results.csv``, the paper's reported tables as one long table).
 """
 
 from __future__ import annotations

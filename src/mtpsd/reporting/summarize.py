@@ -1,7 +1,7 @@
 """Collect evaluation JSONs and training metrics into tidy CSVs (figures read only these).
 
 ``results.csv``: one row per (evaluation file, metric). The first columns are exactly
-those of ``shared/reference/paper_results.csv`` (:data:`PAPER_COLUMNS`); ours have
+those of ``mtpsd/paper_results.csv`` (the paper's reported tables) (:data:`PAPER_COLUMNS`); ours have
 ``table="ours"``, ``model`` the paper's model name where the run's config names one
 (``model.paper_model``: the published checkpoints, config/paper.yaml's runs) else our
 ``model.name``, ``strategy="baseline_step0"`` for the step-0 checkpoint decoded at
@@ -27,7 +27,7 @@ the per-position ``agreement`` list becomes ``agreement_j1 .. agreement_jK``.
 
     from mtpsd.reporting.summarize import summarize_evals, join_paper
     ours = summarize_evals(["results/runs/tiny/eval/mtpsd_synth_math/final/static-k1.json"])
-    both = join_paper(ours, pd.read_csv("../shared/reference/paper_results.csv"))
+    both = join_paper(ours, pd.read_csv("src/mtpsd/paper_results.csv"))
 """
 
 from __future__ import annotations
