@@ -28,7 +28,7 @@ def _runs(*overlays, extra: dict | None = None):
 
 @pytest.fixture(scope="module")
 def published():
-    return _runs("paper.yaml", "published.yaml")
+    return _runs("paper.yaml", "published.yaml", "general.yaml")  # all seven tasks
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_evaluation_memory(published):
     assert c.ok and "aime25:4" in c.detail and "l3-magpie-mtp" in c.detail and "qwen3-4b-mtp" in c.detail
     c = doctor.check_eval_memory(published, 20 * GiB)
     assert c.ok is False and "does not fit even at batch 1" in c.detail
-    set32 = _runs("paper.yaml", "published.yaml", extra={"eval": {"batch_size": 32}})
+    set32 = _runs("paper.yaml", "published.yaml", "general.yaml", extra={"eval": {"batch_size": 32}})
     c = doctor.check_eval_memory(set32, 79.6 * GiB)
     assert c.ok is False and "eval.batch_size 32 does not fit" in c.detail
 
@@ -92,7 +92,9 @@ def test_evaluation_memory(published):
 def test_disk(published, tiny, monkeypatch, tmp_path):
     from mtpsd.evaluation.memory_plan import eval_shape
 
-    llama = eval_shape(REPO / "benchmarks" / "arch" / "llama31_8b.json").params
+    # the published Llama checkpoint pads its vocabulary to 128,384 rows (128,256 in the base's
+    # config.json): the plan counts the checkpoint's size for both
+    llama = eval_shape(REPO / "benchmarks" / "arch" / "llama31_8b.json").params + 2 * 128 * 4096
     qwen = eval_shape(REPO / "benchmarks" / "arch" / "qwen3_4b.json").params
     needs = doctor.disk_needs(published)
     # hub: base model + published checkpoint in bf16; results: float32 base copy + bf16 checkpoint copy
@@ -164,7 +166,8 @@ def test_cli_checklist_and_first_thing_to_fix(monkeypatch, capsys, tmp_path):
 
     _all_probes_ok(monkeypatch)
     args = ["doctor", "--config", str(CONFIG / "config.yaml"), "--config", str(CONFIG / "paper.yaml"),
-            "--config", str(CONFIG / "published.yaml"), "--out", str(tmp_path / "doctor.txt")]
+            "--config", str(CONFIG / "published.yaml"), "--config", str(CONFIG / "general.yaml"),
+            "--out", str(tmp_path / "doctor.txt")]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.count("[ok  ]") == 8 and out.count("[skip]") == 1 and "all checks passed" in out  # nothing trains

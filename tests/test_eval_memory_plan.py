@@ -22,7 +22,8 @@ from .conftest import REPO
 
 ARCH = REPO / "benchmarks" / "arch"
 GiB = em.GiB
-PUBLISHED = [REPO / "config" / "config.yaml", REPO / "config" / "paper.yaml", REPO / "config" / "published.yaml"]
+PUBLISHED = [REPO / "config" / "config.yaml", REPO / "config" / "paper.yaml", REPO / "config" / "published.yaml",
+             REPO / "config" / "general.yaml"]  # the published run with the general evaluations: all seven tasks
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_kv_cache_is_the_engines_allocation(shapes, name, layers, kv_per_token):
 
 def test_pass_working_set_is_the_engines_bound(shapes):
     """The largest of the three passes, each ``engine.pass_bytes`` at the engine's shapes."""
-    from mtpsd.decoding.engine import pass_bytes
+    from mtpsd.decoding.sizes import pass_bytes
 
     m = shapes["llama"]
     dims = dict(heads=32, kv_heads=8, hidden=4096, intermediate=14336, vocab=128256, dtype_bytes=4)

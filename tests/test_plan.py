@@ -181,8 +181,10 @@ def test_gpu_plan_estimates_every_cell_and_measured_figures_replace_estimates(tm
     # measured figures (a GPU check's folder, found by --gpu h100) replace the estimates they cover
     gpu_dir = tmp_path / "gpu" / "nvidia-h100-80gb-hbm3"
     gpu_dir.mkdir(parents=True)
+    cfg = runs["qwen3-4b"][0]
+    batch = next(j.batch_size for j in run_jobs(cfg, "qwen3-4b", imported=False) if j.rule == "evaluate")
     (gpu_dir / "qwen3-4b-inst-2507.json").write_text(json.dumps(
-        {"model_name": "qwen3-4b-inst-2507", "dtype": "float32", "batch_size": 32,
+        {"model_name": "qwen3-4b-inst-2507", "dtype": "float32", "batch_size": batch,  # the planned GSM8K batch
          "results": [{"method": "static-k1", "passes_per_s": 20.0}]}))
     arch = run_arch(runs["qwen3-4b"][0], "qwen3-4b", results=tmp_path)
     (gpu_dir / "train_qwen3_4b.json").write_text(json.dumps(

@@ -177,22 +177,30 @@ def check_gpu(gpus, *, need_gpu: bool) -> Check:
 
 
 def check_training_memory(runs, free: float | None) -> Check:
-    from mtpsd.evaluation.memory_plan import arch_source, model_shape
+    from mtpsd.evaluation.memory_plan import run_model_shape
     from mtpsd.training import memory_plan as mp
 
     if free is None:
         return Check("training memory", None, "no GPU to plan for")
-    lines, problems = [], []
+    lines, problems, unread = [], [], []
     for run, (cfg, imported) in runs.items():
-        src = arch_source(cfg)
-        if imported or src is None:
+        if imported:
+            continue
+        try:
+            shape = run_model_shape(cfg)
+        except MtpsdError as e:
+            unread.append(f"{run}: {e}")
+            continue
+        if shape is None:
             continue
         setup = mp.setup_from_config(cfg, device="cuda")
         try:
-            plan = mp.check_fits(model_shape(src), setup, free)
+            plan = mp.check_fits(shape, setup, free)
             lines.append(f"{run} {plan.peak / GiB:.1f} GiB")
         except MtpsdError as e:
             problems.append(f"{run}: {e}")
+    if unread and not lines and not problems:
+        return Check("training memory", None, f"not planned: {unread[0]}")
     if not lines and not problems:
         return Check("training memory", None, "no run trains a pretrained model")
     if problems:
@@ -208,12 +216,15 @@ def check_eval_memory(runs, free: float | None) -> Check:
 
     if free is None:
         return Check("evaluation memory", None, "no GPU to plan for")
-    lines, problems = [], []
+    lines, problems, unread = [], [], []
     for run, (cfg, _) in runs.items():
-        src = em.arch_source(cfg)
-        if src is None:
+        try:
+            shape = em.run_eval_shape(cfg)
+        except MtpsdError as e:
+            unread.append(f"{run}: {e}")
             continue
-        shape = em.eval_shape(src)
+        if shape is None:
+            continue
         plans = em.plan_tasks(shape, em.task_setups(cfg), free)
         for tp in plans:
             if tp.plan is None:
@@ -224,7 +235,7 @@ def check_eval_memory(runs, free: float | None) -> Check:
                                 f"{free / GiB:.1f} GiB (the plan's batch: {tp.batch})")
         lines.append(f"{run} " + " ".join(f"{tp.setup.task}:{tp.batch}" for tp in plans))
     if not lines:
-        return Check("evaluation memory", None, "no pretrained model to plan for")
+        return Check("evaluation memory", None, f"not planned: {unread[0]}" if unread else "no pretrained model to plan for")
     if problems:
         return Check("evaluation memory", False, problems[0], "eval.batch_size: null (planned per task), or what "
                      "the message names")
@@ -233,16 +244,16 @@ def check_eval_memory(runs, free: float | None) -> Check:
 
 def disk_needs(runs) -> dict[str, float]:
     """Bytes the runs write: {"hub": hub cache downloads, "results": copies under results/}."""
-    from mtpsd.evaluation.memory_plan import arch_source, eval_shape, model_shape
+    from mtpsd.evaluation.memory_plan import run_eval_shape, run_model_shape
     from mtpsd.training import memory_plan as mp
 
     hub: dict[str, float] = {}
     results: dict[str, float] = {}
     for run, (cfg, imported) in runs.items():
-        src = arch_source(cfg)
-        if src is None:
+        shape = run_eval_shape(cfg)
+        if shape is None:
             continue
-        params = eval_shape(src).params
+        params = shape.params
         base = cfg.model.pretrained
         if not Path(str(base)).exists():
             hub[str(base)] = params * HUB_DTYPE_BYTES
@@ -254,7 +265,7 @@ def disk_needs(runs) -> dict[str, float]:
         results[f"runs/{run}/mtp_init"] = params * COPY_DTYPE_BYTES
         tc = cfg.train
         results[f"runs/{run}/checkpoints"] = mp.disk_plan(
-            model_shape(src), mp.setup_from_config(cfg, device="cuda"), steps=tc.steps,
+            run_model_shape(cfg), mp.setup_from_config(cfg, device="cuda"), steps=tc.steps,
             checkpoint_steps=cfg.eval.checkpoint_steps, checkpoint_every=tc.checkpoint_every)["peak_bytes"]
     return {"hub": sum(hub.values()), "results": sum(results.values())}
 
@@ -266,7 +277,10 @@ def hub_cache_dir() -> Path:
 
 
 def check_disk(runs, results_dir: Path) -> Check:
-    needs = disk_needs(runs)
+    try:
+        needs = disk_needs(runs)
+    except MtpsdError as e:
+        return Check("disk", None, f"not planned: {e}")
     if not any(needs.values()):
         return Check("disk", None, "no pretrained model: nothing large to store")
     where = {"results": Path(results_dir), "hub": hub_cache_dir()}
@@ -295,7 +309,13 @@ def _hub_sources(runs) -> list[str]:
                 out.append(str(src))
         if cfg.data.source in ("metamathqa", "gsm8k", "magpie") and not cfg.data.path:
             out.append(f"{cfg.data.source} data")
-        out += [t for t in cfg.eval.tasks if t not in cfg.eval.data_files and t != "mtpsd_synth_math"]
+        # the prepared test split serves these tasks (the workflow's EVAL_ON_TEST_SPLIT)
+        local = set(cfg.eval.data_files) | {"mtpsd_synth_math"}
+        if cfg.data.test_source == "gsm8k":
+            local.add("mtpsd_gsm8k_cot")
+            if not cfg.data.test_path:
+                out.append("gsm8k test data")
+        out += [t for t in cfg.eval.tasks if t not in local]
     return sorted(set(out))
 
 

@@ -67,10 +67,9 @@ from mtpsd.decoding.common import (
 )
 from mtpsd.decoding.graphs import Captured, CudaGraphs
 from mtpsd.decoding.kv_cache import RowCache
+from mtpsd.decoding.sizes import KV_BUCKET, PREFILL_CHUNK, SLOT_ROUND
 from mtpsd.errors import MtpsdError
 
-SLOT_ROUND = 256  # cache slots grow in steps of this many
-PREFILL_CHUNK = 512  # default columns per row of one prefill pass
 # sdpa kernels the engine's passes may use, chosen explicitly: memory-efficient (CUDA) or
 # flash (CPU) with the custom mask, math as the fallback. Not cuDNN attention: with custom
 # masks it has silently returned wrong results, also under CUDA graphs (pytorch/pytorch
@@ -100,23 +99,6 @@ def width_bucket(w: int, masks: int, rows: int = 1 << 30) -> int:
     return next((s for s in sizes if s >= w), w)
 
 
-def pass_bytes(*, batch: int, width: int, kv: int, read: int, heads: int, kv_heads: int, hidden: int,
-               intermediate: int, vocab: int, dtype_bytes: int) -> int:
-    """Upper bound of one pass's working memory beyond weights and KV cache, in bytes.
-
-    The 4D mask (``batch x heads/kv_heads*width x kv``, model dtype), attention scores as the
-    math kernel would materialise them (``batch x heads x width x kv``, float32; the
-    memory-efficient kernel needs far less), the hidden states and MLP activations of one
-    layer (``batch x width x (4 hidden + 3 intermediate)``, model dtype) and the read-out
-    logits (``batch x read x vocab``: model dtype, float32 copy, softmax). Prefill passes
-    have ``width <= prefill_chunk``; decode passes ``width <= 2k - 1``.
-    """
-    tokens = batch * width
-    mask = batch * (heads // kv_heads) * width * kv * dtype_bytes
-    scores = batch * heads * width * kv * 4
-    acts = tokens * (4 * hidden + 3 * intermediate) * dtype_bytes
-    logits = batch * read * vocab * (dtype_bytes + 8)
-    return mask + scores + acts + logits
 
 
 @dataclass
@@ -148,7 +130,7 @@ class DecodeEngine:
 
     def __init__(self, model, *, mtp_token_id: int | None, max_batch_size: int = 64, max_seq_len: int = 2048,
                  k_max: int = 16, graphs: bool | None = None, graph_backend=None, mask_budget: int | None = None,
-                 kv_bucket: int = 256, prefill_chunk: int = PREFILL_CHUNK, attention: str | None = None):
+                 kv_bucket: int = KV_BUCKET, prefill_chunk: int = PREFILL_CHUNK, attention: str | None = None):
         self.model = model
         # the engine runs its own sdpa (attention.engine_sdpa) whatever the model's implementation
         self.attention = mtp_attention(model, attention, check_implementation=False)

@@ -32,18 +32,15 @@ allowance stated as such; the plan also prints the longest prompt each chosen ba
 from __future__ import annotations
 
 import functools
-import inspect
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mtpsd.decoding.engine import PREFILL_CHUNK, SLOT_ROUND, DecodeEngine, pass_bytes
+from mtpsd.decoding.sizes import KV_BUCKET, PREFILL_CHUNK, SLOT_ROUND, pass_bytes
 from mtpsd.errors import MtpsdError
 from mtpsd.training.memory_plan import CUDA_CONTEXT_BYTES, FRAGMENTATION, GiB, MemoryPlan, fmt_bytes
 
 # the largest batch a task gets: the largest batch benchmarks/gpu_check.sh measures the engine at
 MAX_EVAL_BATCH = 64
-# attended KV lengths are multiples of this with CUDA graphs (the engine's default)
-KV_BUCKET = inspect.signature(DecodeEngine.__init__).parameters["kv_bucket"].default
 # Longest prompt in tokens, measured: the 1,319 GSM8K test prompts (8-shot CoT, "Let's think
 # step by step", multi-turn chat template) built by lm-eval from data/gsm8k/test.jsonl and
 # tokenized by SmolLM2-135M-Instruct's tokenizer (49k vocabulary, ChatML with its default
@@ -270,16 +267,91 @@ def arch_source(cfg) -> str | None:
     return str(src)
 
 
+def shape_of_dict(d: dict, name: str) -> EvalShape | None:
+    """:class:`EvalShape` from ``config.json`` values without torch (the dry run prints the
+    plan while Snakemake parses the workflow): Llama and Qwen3 decoders, whose parameter count
+    ``mtpsd.evaluation.plan.arch_of_config`` gives (tests check it against a meta-device
+    model); None for other architectures."""
+    from mtpsd.evaluation.plan import arch_of_config
+
+    if d.get("model_type") not in ("llama", "qwen3"):
+        return None
+    heads = int(d["num_attention_heads"])
+    return EvalShape(name=name, params=arch_of_config(d, name).params, layers=int(d["num_hidden_layers"]),
+                     hidden=int(d["hidden_size"]), intermediate=int(d["intermediate_size"]), heads=heads,
+                     kv_heads=int(d.get("num_key_value_heads") or heads),
+                     head_dim=int(d.get("head_dim") or int(d["hidden_size"]) // heads), vocab=int(d["vocab_size"]))
+
+
+def known_config(cfg) -> tuple[dict, str] | None:
+    """A run's ``config.json`` values and name, read without torch or the hub: a local
+    checkpoint directory or config JSON, else the plan's table of known configs
+    (``mtpsd.evaluation.plan.KNOWN_CONFIGS``; the published checkpoint before its base model);
+    None when neither has it."""
+    import json
+
+    from mtpsd.evaluation.plan import KNOWN_CONFIGS
+
+    for source in (getattr(cfg, "checkpoint", None), cfg.model.pretrained):
+        if source is None:
+            continue
+        path = Path(str(source))
+        f = path / "config.json" if path.is_dir() else path
+        if f.suffix == ".json" and f.is_file():
+            try:
+                return json.loads(f.read_text(encoding="utf-8")), path.stem
+            except (OSError, ValueError):
+                return None
+        if source in KNOWN_CONFIGS:
+            return dict(KNOWN_CONFIGS[source]), path.name
+    return None
+
+
+def _known_shape(cfg) -> EvalShape | None:
+    known = known_config(cfg)
+    if known is None:
+        return None
+    try:
+        return shape_of_dict(*known)
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def run_eval_shape(cfg) -> EvalShape | None:
+    """A run's :class:`EvalShape`: from :func:`known_config` without torch where it can, else
+    from its config on disk or in the hub cache (:func:`arch_source`); None for a model
+    trained from scratch. Raises MtpsdError when the config cannot be read."""
+    shape = _known_shape(cfg)
+    if shape is not None:
+        return shape
+    src = arch_source(cfg)
+    return None if src is None else eval_shape(src)
+
+
+def run_model_shape(cfg):
+    """A run's ``training.memory_plan.ModelShape`` (meta device), from :func:`known_config`
+    without the hub where it can, else from :func:`arch_source`; None for a model trained
+    from scratch. Raises MtpsdError when the config cannot be read."""
+    from mtpsd.training.memory_plan import shape_of_config
+
+    known = known_config(cfg)
+    if known is not None:
+        from transformers import AutoConfig
+
+        return shape_of_config(AutoConfig.for_model(**known[0]), known[1])
+    src = arch_source(cfg)
+    return None if src is None else model_shape(src)
+
+
 def dry_run_batches(cfg, memory_bytes: float, *, device: str = "cuda") -> dict[str, int] | None:
     """task -> planned batch of a run (``eval.batch_size: null``) for ``memory_bytes``, before
     any data or weights exist; None when the architecture cannot be read offline. A task
     that does not fit at batch 1 gets 1 (its evaluation refuses with the reason)."""
-    src = arch_source(cfg)
-    if src is None:
-        return None
     try:
-        shape = eval_shape(src)
+        shape = run_eval_shape(cfg)
     except (MtpsdError, OSError, ValueError):
+        return None
+    if shape is None:
         return None
     return {tp.setup.task: tp.batch or 1 for tp in plan_tasks(shape, task_setups(cfg, device=device), memory_bytes)}
 
