@@ -71,7 +71,7 @@ TASK_DOCS = {
 }
 # Prompt tokens per document (prefill and KV cache of the time model; assumptions at ~4 characters
 # per token, stated, not measured): GSM8K: our YAML's 8 exemplars (2,349 characters) + a test
-# question (240 on average, ../shared GSM8K) + chat headers; BBH: lm-eval's 3 exemplars per subtask
+# question (240 on average, data/gsm8k) + chat headers; BBH: lm-eval's 3 exemplars per subtask
 # (2,664 characters on average over the 27) + a question; GPQA: 5 exemplars + the question, each a
 # long question with four choices; CNN/DailyMail: an article (781 words on average, See et al.
 # 2017); AIME25, IFEval, creative writing: one problem, instruction or prompt; the speed runs'
