@@ -1,7 +1,7 @@
 """Does a prompt's output depend on its batch neighbours? Decoded alone and batched, per dtype.
 
     python benchmarks/bf16_batch_dependence.py --gguf PATH/SmolLM2-135M-Instruct.Q4_1.gguf \
-        --prompts ../shared/data/gsm8k/test.jsonl --n 32 --batch 8 --out results/bench/bf16_batch_dependence.json
+        --prompts data/gsm8k/test.jsonl --n 32 --batch 8 --out results/bench/bf16_batch_dependence.json
 
 In a batch, a row goes through matrix products and attention of other shapes than alone
 (more rows, padded widths), and kernels of other shapes round differently; in bf16 such a

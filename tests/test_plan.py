@@ -99,15 +99,18 @@ def test_jobs_are_task_sizes_times_budgets():
     cfg, _ = resolve_runs(_raw("paper", "general", extra=PUBLISHED))["pub-l3"]
     jobs = {(j.rule, j.task, j.setting, j.ckpt): j for j in run_jobs(cfg, "pub-l3", imported=True)}
     gsm = jobs[("evaluate", "mtpsd_gsm8k_cot", "static-k2", "final")]
-    # 1319 GSM8K test documents in batches of 32, 256 tokens at 2 per pass; fp32 (eval.dtype)
-    assert (gsm.documents, gsm.batch_size, gsm.budget, gsm.passes, gsm.dtype) == (1319, 32, 256, 42 * 128, "float32")
+    # 1319 GSM8K test documents in batches of 64 (eval.batch_size null: the evaluation memory
+    # plan's batch for Llama-3.1-8B in float32 on 80 GB), 256 tokens at 2 per pass
+    assert (gsm.documents, gsm.batch_size, gsm.budget, gsm.passes, gsm.dtype) == (1319, 64, 256, 21 * 128, "float32")
     assert gsm.width == 3  # the last chunk of 2 + one mask
     ca = jobs[("evaluate", "mtpsd_gsm8k_cot", "confadapt-tau0.9", "final")]
     assert ca.tokens_per_pass == 3.3  # the paper's effective k for L3.1-8B-Magpie on GSM8K
-    assert ca.passes == 42 * 78 and ca.width == 4 + 15  # ceil(256 / 3.3) = 78; chunk + k_max - 1 masks
+    assert ca.passes == 21 * 78 and ca.width == 4 + 15  # ceil(256 / 3.3) = 78; chunk + k_max - 1 masks
     assert jobs[("evaluate", "mtpsd_gsm8k_cot", "static-k1", "step0")].width == 1
     aime = jobs[("evaluate", "aime25", "static-k1", "final")]
-    assert (aime.documents, aime.budget, aime.passes) == (30, 32768, 32768)
+    assert (aime.documents, aime.batch_size, aime.budget, aime.passes) == (30, 4, 32768, 8 * 32768)
+    fixed = resolve_runs(_raw("paper", "general", extra=PUBLISHED | {"eval": {"batch_size": 32}}))["pub-l3"][0]
+    assert {j.batch_size for j in run_jobs(fixed, "pub-l3", imported=True) if j.rule == "evaluate"} == {32}
     assert jobs[("evaluate", "mtpsd_cnn_dailymail", "verify-k4", "final")].tokens_per_pass == 1.0
     speed = jobs[("decode", "test prompts", "static-k1", "final")]
     assert (speed.documents, speed.batch_size, speed.passes, speed.dtype) == (64, 1, 64 * 256, "bfloat16")
@@ -178,8 +181,10 @@ def test_gpu_plan_estimates_every_cell_and_measured_figures_replace_estimates(tm
     # measured figures (a GPU check's folder, found by --gpu h100) replace the estimates they cover
     gpu_dir = tmp_path / "gpu" / "nvidia-h100-80gb-hbm3"
     gpu_dir.mkdir(parents=True)
+    cfg = runs["qwen3-4b"][0]
+    batch = next(j.batch_size for j in run_jobs(cfg, "qwen3-4b", imported=False) if j.rule == "evaluate")
     (gpu_dir / "qwen3-4b-inst-2507.json").write_text(json.dumps(
-        {"model_name": "qwen3-4b-inst-2507", "dtype": "float32", "batch_size": 32,
+        {"model_name": "qwen3-4b-inst-2507", "dtype": "float32", "batch_size": batch,  # the planned GSM8K batch
          "results": [{"method": "static-k1", "passes_per_s": 20.0}]}))
     arch = run_arch(runs["qwen3-4b"][0], "qwen3-4b", results=tmp_path)
     (gpu_dir / "train_qwen3_4b.json").write_text(json.dumps(

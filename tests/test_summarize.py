@@ -11,9 +11,9 @@ import pytest
 from mtpsd.cli import main
 from mtpsd.errors import MtpsdError
 from mtpsd.reporting.summarize import PAPER_COLUMNS, RESULT_COLUMNS, eval_rows, join_paper, summarize_evals
-from tests.conftest import SHARED
+from tests.conftest import REPO
 
-PAPER = SHARED / "reference" / "paper_results.csv"
+PAPER = REPO / "src" / "mtpsd" / "paper_results.csv"  # the paper's tables, packaged
 
 
 def _result(task="mtpsd_gsm8k_cot", ckpt="final", setting="confadapt-tau0.9", strategy="confadapt",
@@ -34,7 +34,8 @@ def test_columns_match_reference():
     assert RESULT_COLUMNS[: len(paper_cols)] == paper_cols
     assert RESULT_COLUMNS[len(paper_cols):] == ["run", "checkpoint", "step", "setting", "metric_variant",
                                                 "tokens_per_s", "forward_passes", "tokens", "n_docs", "source_file",
-                                                "ablation", "ablation_key"]
+                                                "ablation", "ablation_key", "convention", "eff_k_project",
+                                                "eff_k_authors"]
 
 
 def test_eval_rows_units_and_names():

@@ -77,7 +77,7 @@ def sweep_keys(*, batches, prompt_len: int, new_tokens: int, static_ks, k_max: i
 
 def pool_estimate(keys: list[tuple], arch: str, dtype_bytes: int = 2) -> dict:
     """Largest pass (engine.pass_bytes) plus all outputs, for the architecture in ``arch``."""
-    from mtpsd.decoding.engine import pass_bytes
+    from mtpsd.decoding.sizes import pass_bytes
 
     cfg = json.loads((REPO / arch).read_text())
     heads = cfg["num_attention_heads"]

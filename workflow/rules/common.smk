@@ -273,6 +273,8 @@ def decode_args(wildcards):
         args.append("--chat-template")
     if cfg.decode.engine != "auto":
         args += ["--engine", cfg.decode.engine]
+    if cfg.decode.convention != "project":
+        args += ["--convention", cfg.decode.convention]
     return args
 
 

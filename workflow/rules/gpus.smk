@@ -31,13 +31,13 @@ if workflow.is_main_process:
         workflow.register_resource("gpu", GPU_LIMIT.limit)
 
 
-# Preflight hook: files every GPU job waits for (input `preflight=` of each GPU rule). Empty:
-# no preflight rule exists yet. A rule that checks the machine before any GPU hour (e.g.
-# `mtpsd doctor`) goes in this file, and its output is added to GPU_PREFLIGHT; every GPU
-# job of every profile then waits for it, so it runs first.
+# Preflight hook: files every GPU job waits for (input `preflight=` of each GPU rule).
+# workflow/rules/doctor.smk adds `mtpsd doctor`'s checklist when GPUs are here; every GPU job
+# then waits for it, so it runs first. ancient(): a rerun of the preflight (a new config)
+# never makes finished GPU jobs out of date.
 GPU_PREFLIGHT = []
 
 
 def gpu_preflight(wildcards):
     """Input function of the GPU rules: the preflight outputs (GPU_PREFLIGHT)."""
-    return GPU_PREFLIGHT
+    return [ancient(f) for f in GPU_PREFLIGHT]

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("plot", "draw one figure"),
     "report": ("report", "assemble tables and the paper report"),
     "plan": ("plan", "expected device hours of the decoding work, from measured speed figures"),
+    "doctor": ("doctor", "preflight before GPU hours: GPUs and memory plans, disk, hub token, nltk data, tasks, versions"),
     "fingerprint": ("fingerprint", "a few steps of tiny pretraining and distillation, hashed (pinned numerics check)"),
 }
 

@@ -11,7 +11,7 @@ Writes OUT (one JSON row per prompt) and OUT's stem + ``.summary.json`` (pooled 
 
 from __future__ import annotations
 
-from mtpsd.decoding.common import STRATEGIES
+from mtpsd.decoding.common import CONVENTION_HELP, CONVENTIONS, STRATEGIES
 from mtpsd.decoding.select import CHOICES, ENV
 
 
@@ -29,6 +29,7 @@ def add_arguments(p) -> None:
     p.add_argument("--engine", choices=CHOICES, default="auto",
                    help=f"decoder: graphs (CUDA graphs), eager (no graphs: the way out if a GPU-only step fails), "
                         f"reference (DynamicCache, slow); auto = ${ENV}, else graphs on CUDA, eager elsewhere")
+    p.add_argument("--convention", choices=CONVENTIONS, default="project", help=CONVENTION_HELP)
     p.add_argument("--out", required=True, help="output JSONL")
 
 
@@ -37,8 +38,9 @@ def run(args) -> int:
 
     s = decode_file(args.checkpoint, args.prompts, args.out, strategy=args.strategy, k=args.k, tau=args.tau,
                     max_new_tokens=args.max_new_tokens, chat_template=args.chat_template, limit=args.limit,
-                    device=args.device, dtype=args.dtype, engine=args.engine)
-    print(f"decoded {s['n_generations']} prompts ({s['engine']} engine): {s['tokens']} tokens, effective k "
-          f"{s['eff_k_mean']:.2f} "
-          f"(sd {s['eff_k_sd']:.2f}), {s['tokens_per_s']:.1f} tok/s -> {args.out}, {summary_path(args.out)}")
+                    device=args.device, dtype=args.dtype, engine=args.engine, convention=args.convention)
+    print(f"decoded {s['n_generations']} prompts ({s['engine']} engine, {s['convention']} convention): "
+          f"{s['tokens']} tokens, effective k {s['eff_k_mean']:.2f} (sd {s['eff_k_sd']:.2f}; project's accounting "
+          f"{s['eff_k_project']:.2f}, authors' {s['eff_k_authors']:.2f}), {s['tokens_per_s']:.1f} tok/s -> "
+          f"{args.out}, {summary_path(args.out)}")
     return 0

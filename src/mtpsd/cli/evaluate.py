@@ -15,6 +15,7 @@ from __future__ import annotations
 
 
 def add_arguments(p) -> None:
+    from mtpsd.decoding.common import CONVENTION_HELP, CONVENTIONS
     from mtpsd.decoding.select import CHOICES, ENV
 
     p.add_argument("--config", required=True, help="run's resolved config JSON")
@@ -31,6 +32,8 @@ def add_arguments(p) -> None:
                         f"on CUDA, eager elsewhere")
     p.add_argument("--ckpt", help="checkpoint label recorded in the result: step0 | final | step{N} (default: "
                                    "from the directory name; step0 of an imported checkpoint is its base model)")
+    p.add_argument("--convention", choices=CONVENTIONS, default=None,
+                   help=f"default: config decode.convention; {CONVENTION_HELP}")
     p.add_argument("--out", required=True, help="result JSON to write")
 
 
@@ -41,11 +44,14 @@ def run(args) -> int:
 
     cfg = load_resolved(args.config)
     out = evaluate(cfg, args.checkpoint, args.task, args.setting, data_file=args.data, limit=args.limit,
-                   base_model=args.base_model, reference=args.reference, engine=args.engine, ckpt=args.ckpt)
+                   base_model=args.base_model, reference=args.reference, engine=args.engine, ckpt=args.ckpt,
+                   convention=args.convention)
     atomic_write_json(args.out, out)
     res = {k: round(v, 4) for k, v in out["results"][args.task].items()
            if isinstance(v, float) and "stderr" not in k}
-    print(f"{args.task} {args.setting} on {out['ckpt']} ({out['engine']} engine): {res} "
-          f"eff_k={out['decode_stats'].get('eff_k_mean')} "
+    ds = out["decode_stats"]
+    print(f"{args.task} {args.setting} on {out['ckpt']} ({out['engine']} engine, {out['convention']} convention): "
+          f"{res} eff_k={ds.get('eff_k_mean')} (project's accounting {ds.get('eff_k_project')}, authors' "
+          f"{ds.get('eff_k_authors')}) "
           f"({out['n_docs']} docs, {out['wall_s']:.1f}s) -> {args.out}")
     return 0

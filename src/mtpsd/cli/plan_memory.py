@@ -1,13 +1,18 @@
-"""Print a run's expected peak GPU memory (with its breakdown), the disk its checkpoints need
-and its GPU-hours (from a measured training segment, else "unmeasured"); no weights are loaded.
+"""Print a run's expected peak GPU memory: training (breakdown, the disk its checkpoints need,
+GPU-hours from a measured training segment, else "unmeasured") and evaluation (per task: the
+batch the evaluation memory plan picks and its peak); no weights are loaded.
 
 Example::
 
     mtpsd plan-memory --config config/config.yaml --config config/paper.yaml --run l3-magpie \
         --arch benchmarks/arch/llama31_8b.json --gpus 1 --gpu-memory 80
+    mtpsd plan-memory --config config/config.yaml --config config/paper.yaml --config config/published.yaml \
+        --run qwen3-4b-mtp --stage eval --gpu-memory 79.6 --json plan.json
 
-Exit status 1 when ``--gpu-memory`` is given and the plan does not fit (the message names
-settings that would).
+Exit status 1 when ``--gpu-memory`` is given and the training plan does not fit (the message
+names settings that would), or a task does not fit even at batch 1. A run that evaluates an
+imported checkpoint (``checkpoint:``) has no training plan. ``--stage eval`` without
+``--gpu-memory`` plans for an 80 GB GPU (79.6 GiB).
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ def add_arguments(p) -> None:
     p.add_argument("--throughput", action="append", default=None,
                    help="benchmarks/train_segment.py result(s) for GPU-hours "
                         "(default: results/bench/gpu/*/train_*.json)")
+    p.add_argument("--stage", choices=("all", "train", "eval"), default="all",
+                   help="which plan: training, evaluation (per task: batch and peak) or both (default)")
+    p.add_argument("--prompt-tokens", type=int, default=None,
+                   help="evaluation: longest prompt in tokens for every task (default: measured where known "
+                        "(GSM8K), else an allowance of 4096)")
     p.add_argument("--json", dest="json_out", help="also write the plan as JSON here")
 
 
@@ -42,12 +52,42 @@ def _load(paths, run):
 def run(args) -> int:
     from mtpsd.errors import MtpsdError
     from mtpsd.io import atomic_write_json
-    from mtpsd.training import memory_plan as mp
 
     cfg = _load(args.config, args.run)
-    arch = args.arch or cfg.model.pretrained
+    from mtpsd.evaluation.memory_plan import arch_source
+
+    arch = args.arch or arch_source(cfg)
     if arch is None:
         raise MtpsdError("model.source is scratch: pass --arch with the base model directory (results/models/<name>)")
+    record, status = {}, 0
+    if args.stage in ("all", "train") and not getattr(cfg, "checkpoint", None):
+        record, status = _train(args, cfg, arch)
+    if args.stage in ("all", "eval"):
+        record["eval"], bad = _eval(args, cfg, arch)
+        status = max(status, bad)
+    if args.json_out:
+        atomic_write_json(args.json_out, record)
+    return status
+
+
+def _eval(args, cfg, arch) -> tuple[dict, int]:
+    from mtpsd.evaluation import memory_plan as em
+    from mtpsd.evaluation.plan import PLAN_GPU_MEMORY_GIB
+
+    gib = args.gpu_memory if args.gpu_memory is not None else PLAN_GPU_MEMORY_GIB
+    shape = em.eval_shape(arch)
+    plans = em.plan_tasks(shape, em.task_setups(cfg, device=args.device, prompt_tokens=args.prompt_tokens),
+                          gib * em.GiB)
+    print(em.render_tasks(shape, plans, gib * em.GiB))
+    if cfg.eval.batch_size is not None:
+        print(f"(eval.batch_size: {cfg.eval.batch_size} is set: evaluations use it instead of the planned batch)")
+    return em.plans_json(shape, plans, gib * em.GiB), int(any(tp.plan is None for tp in plans))
+
+
+def _train(args, cfg, arch) -> tuple[dict, int]:
+    from mtpsd.errors import MtpsdError
+    from mtpsd.training import memory_plan as mp
+
     shape = mp.model_shape(arch)
     fsdp = None if args.gpus is None else (args.gpus > 1 and not args.no_fsdp)
     setup = mp.setup_from_config(cfg, device=args.device, gpus=args.gpus, fsdp=fsdp)
@@ -71,9 +111,6 @@ def run(args) -> int:
         except MtpsdError as e:
             verdict, status = str(e), 1
         print(verdict)
-    if args.json_out:
-        atomic_write_json(args.json_out, {
-            "model": shape.__dict__, "setup": setup.__dict__, "parts_bytes": plan.parts,
+    return {"model": shape.__dict__, "setup": setup.__dict__, "parts_bytes": plan.parts,
             "overhead_bytes": plan.overhead, "peak_bytes": plan.peak, "disk": disk, "gpu_hours": hours,
-            "gpu_memory_gib": args.gpu_memory, "verdict": verdict})
-    return status
+            "gpu_memory_gib": args.gpu_memory, "verdict": verdict}, status

@@ -29,6 +29,14 @@ class DecodeConfig:
                      "the way out when a GPU-only step fails), reference (DynamicCache, prompt by prompt: slow); "
                      "auto = the environment's MTPSD_ENGINE, else graphs on CUDA and eager elsewhere",
     )
+    convention: Literal["project", "authors"] = field(
+        "project", help="decoding conventions: project (<MTP> and vocabulary padding rows banned, ConfAdapt "
+                        "p > tau in float32, stop strings / end ids / the budget cut the last chunk) or authors "
+                        "(the authors' public decoding code: full vocabulary, p >= tau in the model's dtype, stop "
+                        "strings only cut the text afterwards, an end id keeps the rest of its chunk, decoding "
+                        "ends once fewer than k budget slots remain). Every result reports effective k both "
+                        "ways (eff_k_project, eff_k_authors); the convention picks tokens, text and eff_k",
+    )
     speed_prompts: int | None = field(
         None, help="prompts of the batch-1 speed runs (`mtpsd decode`, the decode rule): the first N test "
                    "prompts, the same fixed subset for every setting (null: all). Accuracy comes from the "

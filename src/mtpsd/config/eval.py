@@ -25,14 +25,17 @@ class EvalConfig:
              "else decode.max_new_tokens)",
     )
     limit: int | None = field(None, help="documents per task (null = all)")
-    batch_size: int = field(1, help="prompts decoded together")
+    batch_size: int | None = field(
+        None, help="prompts decoded together; null = per task, the largest batch the evaluation memory plan "
+                   "fits on the device (mtpsd.evaluation.memory_plan; `mtpsd plan-memory --eval` prints it)",
+    )
     checkpoint_steps: list[int] = field(
         default_factory=list, help="intermediate checkpoints to evaluate (training-dynamics figure)"
     )
     data_files: dict[str, str] = field(
         default_factory=dict,
         help="task -> local JSONL to evaluate on instead of the task's hub dataset "
-             "(e.g. mtpsd_gsm8k_cot: ../shared/data/gsm8k/test.jsonl)",
+             "(e.g. mtpsd_gsm8k_cot: data/gsm8k/test.jsonl)",
     )
     checkpoint_settings: list[str] = field(
         default_factory=lambda: ["static-k1", "confadapt-tau0.9"],
@@ -55,7 +58,7 @@ class EvalConfig:
               "values must be integers >= 1")
         check(all(t in known_tasks() for t in self.max_gen_toks), "max_gen_toks",
               f"keys must be task names ({', '.join(known_tasks())})")
-        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.batch_size is None or self.batch_size >= 1, "batch_size", "must be >= 1 or null (planned)")
         check(all(s >= 0 for s in self.checkpoint_steps), "checkpoint_steps", "steps must be >= 0")
         check(all(isinstance(v, str) and v for v in self.data_files.values()), "data_files",
               "values must be file paths")

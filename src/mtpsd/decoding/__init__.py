@@ -11,10 +11,19 @@
   decoders (mask cropping; left-padded batch with holes).
 - ``reference.generate_no_cache``: the definition (whole sequence recomputed every step),
   used by the tests to pin the cached decoders down.
+
+The names below load on first use, so ``mtpsd.decoding.sizes`` (no torch) can be imported
+while Snakemake parses the workflow.
 """
 
-from mtpsd.decoding.api import generate, generate_batch
-from mtpsd.decoding.common import STRATEGIES, GenerationResult
-from mtpsd.decoding.engine import DecodeEngine
+import importlib
 
+_WHERE = {"generate": "api", "generate_batch": "api", "STRATEGIES": "common", "GenerationResult": "common",
+          "DecodeEngine": "engine"}
 __all__ = ["STRATEGIES", "DecodeEngine", "GenerationResult", "generate", "generate_batch"]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"mtpsd.decoding.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'mtpsd.decoding' has no attribute {name!r}")

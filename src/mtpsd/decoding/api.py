@@ -19,7 +19,7 @@ from mtpsd.decoding.select import decoder_for
 def generate(model, input_ids: torch.Tensor, *, mtp_token_id: int | None, strategy: str = "confadapt",
              k: int = 16, tau: float = 0.9, max_new_tokens: int = 256, stop_token_ids=None,
              stop_strings=(), tokenizer=None, banned_token_ids=None, attention: str | None = None,
-             engine: str | None = None) -> GenerationResult:
+             engine: str | None = None, convention: str | None = None) -> GenerationResult:
     """Decode one prompt ``input_ids`` (1, T) with ``strategy`` (static | confadapt | verify).
 
     ``k``: chunk size for static, ``k_max`` for confadapt, proposal length for verify.
@@ -29,20 +29,22 @@ def generate(model, input_ids: torch.Tensor, *, mtp_token_id: int | None, strate
     ``attention``: mask among the ``<MTP>`` inputs, "causal" or "bidirectional" (a BDA-trained
     model); ``None`` = the checkpoint's ``config.mtp_attention`` (else causal).
     ``engine``: "graphs" | "eager" | "reference" (``mtpsd.decoding.select``; None = auto).
+    ``convention``: "project" (None, the default) | "authors": the authors' decoding conventions
+    (``mtpsd.decoding.common.Convention``); ``res.accounting`` holds both accountings.
     """
     if input_ids.dim() != 2 or input_ids.shape[0] != 1:
         raise ValueError(f"input_ids must have shape (1, T), got {tuple(input_ids.shape)}")
     return generate_batch(model, [input_ids[0].tolist()], mtp_token_id=mtp_token_id, strategy=strategy, k=k,
                           tau=tau, max_new_tokens=max_new_tokens, stop_token_ids=stop_token_ids,
                           stop_strings=stop_strings, tokenizer=tokenizer, banned_token_ids=banned_token_ids,
-                          attention=attention, engine=engine)[0]
+                          attention=attention, engine=engine, convention=convention)[0]
 
 
 def generate_batch(model, prompts: list[list[int]], *, mtp_token_id: int | None, strategy: str = "confadapt",
                    k: int = 16, tau: float = 0.9, max_new_tokens: int = 256, stop_token_ids=None,
                    stop_strings=(), tokenizer=None, banned_token_ids=None,
                    pad_token_id: int | None = None, attention: str | None = None,
-                   engine: str | None = None) -> list[GenerationResult]:
+                   engine: str | None = None, convention: str | None = None) -> list[GenerationResult]:
     """Decode ``prompts`` (lists of ids, any lengths) together; one result per prompt, in order.
 
     Arguments as in ``generate``; ``pad_token_id`` is accepted for compatibility and unused
@@ -54,4 +56,4 @@ def generate_batch(model, prompts: list[list[int]], *, mtp_token_id: int | None,
     eng = decoder_for(model, mtp_token_id, engine=engine, batch=len(prompts), seq_len=seq_len, attention=attention)
     return eng.generate(prompts, strategy=strategy, k=k, tau=tau, max_new_tokens=max_new_tokens,
                         stop_token_ids=stop_token_ids, stop_strings=stop_strings, tokenizer=tokenizer,
-                        banned_token_ids=banned_token_ids)
+                        banned_token_ids=banned_token_ids, convention=convention)

@@ -35,8 +35,8 @@ import torch
 from transformers import DynamicCache
 
 from mtpsd.decoding.common import (
-    GenerationResult, StopChecker, accept_count, banned_index, check_args, default_stop_ids, mtp_attention,
-    now, step_attention_mask, sync,
+    GenerationResult, StopChecker, Tally, accept_count, as_convention, banned_index, check_args, confident,
+    default_stop_ids, mtp_attention, now, step_attention_mask, sync,
 )
 
 
@@ -44,28 +44,28 @@ from mtpsd.decoding.common import (
 def generate_batch_cached(model, prompts: list[list[int]], *, mtp_token_id: int | None, strategy: str = "confadapt",
                    k: int = 16, tau: float = 0.9, max_new_tokens: int = 256, stop_token_ids=None,
                    stop_strings=(), tokenizer=None, banned_token_ids=None,
-                   pad_token_id: int = 0, attention: str | None = None) -> list[GenerationResult]:
+                   pad_token_id: int = 0, attention: str | None = None,
+                   convention=None) -> list[GenerationResult]:
     """Decode ``prompts`` (lists of ids, any lengths) together; one result per prompt, in order.
 
     Arguments as in ``mtpsd.decoding.generate``; ``pad_token_id`` fills the holes
     (its value never matters: holes are masked). ``wall_time_s`` of a row runs from
     the batch's start to that row's last token.
     """
+    conv = as_convention(convention)
     check_args(strategy, k, tau, max_new_tokens, mtp_token_id, stop_strings, tokenizer)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate_batch needs at least one prompt and no empty prompt")
     dev = model.device
     bda = mtp_attention(model, attention) == "bidirectional"
-    banned = banned_index(model, mtp_token_id, tokenizer, banned_token_ids)
+    banned = banned_index(model, mtp_token_id, tokenizer, banned_token_ids, conv)
     stop_ids = default_stop_ids(model, stop_token_ids)
     verify = strategy == "verify"
     B = len(prompts)
-    stops = [StopChecker(stop_ids, stop_strings, tokenizer, max_new_tokens) for _ in range(B)]
+    tallies = [Tally(StopChecker(stop_ids, stop_strings, tokenizer, max_new_tokens), k, conv) for _ in range(B)]
     pending = [list(map(int, p)) for p in prompts]
     drafts: list[list[int]] = [[] for _ in range(B)]
     pos = [0] * B
-    tokens: list[list[int]] = [[] for _ in range(B)]
-    chunks: list[list[int]] = [[] for _ in range(B)]
     results: list[GenerationResult | None] = [None] * B
     active = list(range(B))  # original row index of each batch row
     cache = DynamicCache(config=model.config)
@@ -96,7 +96,7 @@ def generate_batch_cached(model, prompts: list[list[int]], *, mtp_token_id: int 
             logits = logits.index_fill(-1, banned, float("-inf"))
         ids = logits.argmax(-1)
         ids_h = ids.tolist()  # (b, M+k)
-        ok_h = (logits.float().softmax(-1).amax(-1) > tau).long().tolist() if strategy == "confadapt" else None
+        ok_h = confident(logits, tau, conv).long().tolist() if strategy == "confadapt" else None
         if t_first is None:
             t_first = now()
         keep = []
@@ -118,20 +118,12 @@ def generate_batch_cached(model, prompts: list[list[int]], *, mtp_token_id: int 
                 pos[i] += lens[b]
                 new = ids_h[b][:n]
                 pending[i] = new
-            chunk, reason = stops[i].cut(tokens[i], new)
-            tokens[i] += chunk
-            chunks[i].append(len(chunk))
-            if reason is None:
+            if not tallies[i].add(new):
                 keep.append(b)
                 continue
             sync(dev)
-            t_end = now()
-            results[i] = GenerationResult(
-                tokens=tokens[i], chunk_sizes=chunks[i], forward_passes=len(chunks[i]),
-                wall_time_s=t_end - t0, prefill_time_s=t_first - t0, decode_time_s=t_end - t_first,
-                stopped_by=reason, text=stops[i].text(tokens[i]), prompt_tokens=len(prompts[i]),
-                extras={"batch_size": B},
-            )
+            results[i] = tallies[i].result(t0=t0, t_first=t_first, prompt_tokens=len(prompts[i]),
+                                           extras={"batch_size": B})
         if len(keep) < len(active):
             if keep:
                 idx = torch.tensor(keep, dtype=torch.long, device=dev)

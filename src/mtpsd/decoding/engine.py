@@ -7,7 +7,9 @@
 Same strategies and outputs as the reference decoders (``single.generate_cached``,
 ``batch.generate_batch_cached``): Static-k, ConfAdapt(tau, k_max) and lossless verify,
 token for token and chunk for chunk, with stop tokens inside a chunk, stop strings,
-the ``max_new_tokens`` budget and banned ids (``<MTP>``, vocabulary padding rows).
+the ``max_new_tokens`` budget and banned ids (``<MTP>``, vocabulary padding rows), under
+either decoding convention (``common.Convention``: ``project`` or ``authors``; the authors'
+ConfAdapt compares ``p >= tau`` in the logits' dtype, a switch fixed per captured graph).
 
 One pass has three inputs, each its own buffer: ``ids`` (B, W) token ids, ``lens`` (B,)
 the slots row ``b``'s cache holds (all real tokens) and ``n`` (B,) how many of the row's
@@ -60,15 +62,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mtpsd.decoding.attention import ENGINE_ATTENTION, packed_mask
 from mtpsd.decoding.common import (
-    GenerationResult, StopChecker, accept_count, banned_index, check_args, default_stop_ids, mtp_attention, now,
-    sync,
+    GenerationResult, StopChecker, Tally, accept_count, as_convention, banned_index, check_args, confident,
+    default_stop_ids, mtp_attention, now, sync,
 )
 from mtpsd.decoding.graphs import Captured, CudaGraphs
 from mtpsd.decoding.kv_cache import RowCache
+from mtpsd.decoding.sizes import KV_BUCKET, PREFILL_CHUNK, SLOT_ROUND
 from mtpsd.errors import MtpsdError
 
-SLOT_ROUND = 256  # cache slots grow in steps of this many
-PREFILL_CHUNK = 512  # default columns per row of one prefill pass
 # sdpa kernels the engine's passes may use, chosen explicitly: memory-efficient (CUDA) or
 # flash (CPU) with the custom mask, math as the fallback. Not cuDNN attention: with custom
 # masks it has silently returned wrong results, also under CUDA graphs (pytorch/pytorch
@@ -98,23 +99,6 @@ def width_bucket(w: int, masks: int, rows: int = 1 << 30) -> int:
     return next((s for s in sizes if s >= w), w)
 
 
-def pass_bytes(*, batch: int, width: int, kv: int, read: int, heads: int, kv_heads: int, hidden: int,
-               intermediate: int, vocab: int, dtype_bytes: int) -> int:
-    """Upper bound of one pass's working memory beyond weights and KV cache, in bytes.
-
-    The 4D mask (``batch x heads/kv_heads*width x kv``, model dtype), attention scores as the
-    math kernel would materialise them (``batch x heads x width x kv``, float32; the
-    memory-efficient kernel needs far less), the hidden states and MLP activations of one
-    layer (``batch x width x (4 hidden + 3 intermediate)``, model dtype) and the read-out
-    logits (``batch x read x vocab``: model dtype, float32 copy, softmax). Prefill passes
-    have ``width <= prefill_chunk``; decode passes ``width <= 2k - 1``.
-    """
-    tokens = batch * width
-    mask = batch * (heads // kv_heads) * width * kv * dtype_bytes
-    scores = batch * heads * width * kv * 4
-    acts = tokens * (4 * hidden + 3 * intermediate) * dtype_bytes
-    logits = batch * read * vocab * (dtype_bytes + 8)
-    return mask + scores + acts + logits
 
 
 @dataclass
@@ -123,13 +107,11 @@ class _Row:
 
     index: int  # position in the prompts list
     prompt_len: int
-    stop: StopChecker
+    tally: Tally  # the tokens emitted, counted both ways (common.Tally)
     feed: list[int]  # real tokens of the next pass that are not yet in the cache
     phys: int  # row of the cache buffers
     drafts: list[int] = field(default_factory=list)  # verify: proposals fed as real tokens
     cache_len: int = 0  # slots of the cache this row holds
-    tokens: list[int] = field(default_factory=list)
-    chunks: list[int] = field(default_factory=list)
 
 
 class DecodeEngine:
@@ -148,7 +130,7 @@ class DecodeEngine:
 
     def __init__(self, model, *, mtp_token_id: int | None, max_batch_size: int = 64, max_seq_len: int = 2048,
                  k_max: int = 16, graphs: bool | None = None, graph_backend=None, mask_budget: int | None = None,
-                 kv_bucket: int = 256, prefill_chunk: int = PREFILL_CHUNK, attention: str | None = None):
+                 kv_bucket: int = KV_BUCKET, prefill_chunk: int = PREFILL_CHUNK, attention: str | None = None):
         self.model = model
         # the engine runs its own sdpa (attention.engine_sdpa) whatever the model's implementation
         self.attention = mtp_attention(model, attention, check_implementation=False)
@@ -178,7 +160,8 @@ class DecodeEngine:
         # read by captured passes: allocated once, updated in place
         self._bias = torch.zeros(model.get_output_embeddings().weight.shape[0], dtype=dtype,
                                  device=self.device)  # 0 / -inf at banned ids
-        self._tau = torch.zeros((), dtype=torch.float32, device=self.device)
+        self._tau = torch.zeros((), dtype=torch.float32, device=self.device)  # project: p > tau in float32
+        self._tau_model = torch.zeros((), dtype=dtype, device=self.device)  # authors: p >= tau in the logits' dtype
         self._zero = torch.zeros((), dtype=dtype, device=self.device)  # additive mask values
         self._neg_inf = torch.full((), float("-inf"), dtype=dtype, device=self.device)
         self._cache: RowCache | None = None
@@ -195,16 +178,18 @@ class DecodeEngine:
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], *, strategy: str = "confadapt", k: int = 16, tau: float = 0.9,
                  max_new_tokens: int = 256, stop_token_ids=None, stop_strings=(), tokenizer=None,
-                 banned_token_ids=None, accept_fn=None) -> list[GenerationResult]:
+                 banned_token_ids=None, accept_fn=None, convention=None) -> list[GenerationResult]:
         """Decode ``prompts`` (lists of ids); one result per prompt, in order.
 
-        Arguments as ``mtpsd.decoding.generate``. ``accept_fn(row, step, n_cand) -> 1..n_cand``
-        (static/ConfAdapt only) replaces the acceptance rule: ``row`` = prompt index,
+        Arguments as ``mtpsd.decoding.generate`` (``convention``: "project" | "authors").
+        ``accept_fn(row, step, n_cand) -> 1..n_cand`` (static/ConfAdapt only) replaces the
+        acceptance rule: ``row`` = prompt index,
         ``step`` = the row's pass index. ``extras``: ``batch_size`` (of the group),
         ``cache_len`` (the row's final cache length: prompt + fed-back tokens, i.e. every
         token but those of its last pass), ``engine``. ``wall_time_s`` runs from the group's
         start to the row's last token.
         """
+        conv = as_convention(convention)
         check_args(strategy, k, tau, max_new_tokens, self.mtp_token_id, stop_strings, tokenizer)
         if k > self.k_max:
             raise MtpsdError(f"k={k} exceeds this engine's k_max={self.k_max}")
@@ -217,27 +202,31 @@ class DecodeEngine:
         if need > self.max_seq_len:
             raise MtpsdError(f"longest prompt ({max(map(len, prompts))}) + max_new_tokens ({max_new_tokens}) + 2k "
                              f"({2 * k}) = {need} slots exceed max_seq_len={self.max_seq_len}")
-        banned = banned_index(self.model, self.mtp_token_id, tokenizer, banned_token_ids)
+        banned = banned_index(self.model, self.mtp_token_id, tokenizer, banned_token_ids, conv)
         self._bias.zero_()
         if banned.numel():
             self._bias[banned] = float("-inf")
         self._tau.fill_(float(tau))
+        self._tau_model.fill_(float(tau))
         stop_ids = default_stop_ids(self.model, stop_token_ids)
         results: list[GenerationResult] = []
         for start in range(0, len(prompts), self.max_batch_size):
             group = prompts[start: start + self.max_batch_size]
-            rows = [_Row(start + i, len(p), StopChecker(stop_ids, stop_strings, tokenizer, max_new_tokens), p, i)
+            rows = [_Row(start + i, len(p), Tally(StopChecker(stop_ids, stop_strings, tokenizer, max_new_tokens), k,
+                                                  conv), p, i)
                     for i, p in enumerate(group)]
             self._reserve(len(group), need)
-            results += self._decode(rows, strategy, k, accept_fn)
+            results += self._decode(rows, strategy, k, accept_fn, conv.tau_ge_model_dtype)
         return results
 
     @torch.no_grad()
-    def prepare(self, *, batch: int, strategy: str, k: int, seq_len: int) -> int:
+    def prepare(self, *, batch: int, strategy: str, k: int, seq_len: int, convention=None) -> int:
         """Allocate for ``batch`` rows of ``seq_len`` slots and, with graphs, capture every decode
         pass shape a ``generate`` call of that size can meet (batch buckets, widths, mask
-        counts, KV buckets), so no capture happens inside a timed region. The captures run on
-        padding rows only (nothing is written to the cache). Returns the graphs captured."""
+        counts, KV buckets; ``convention`` as ``generate``'s), so no capture happens inside a timed
+        region. The captures run on padding rows only (nothing is written to the cache). Returns
+        the graphs captured."""
+        ge = as_convention(convention).tau_ge_model_dtype
         self._reserve(batch, seq_len)
         if not self.graphs:
             return 0
@@ -250,7 +239,7 @@ class DecodeEngine:
             # a pass feeds the last chunk (static: all k) or the bonus token and drafts, then the masks
             widths = [2 * masks + 1] if strategy == "static" else range(masks + 1, 2 * masks + 2)
             bda = masks if self.attention == "bidirectional" else 0
-            keys |= {(B, width_bucket(w, masks, B), kv, w if strategy == "verify" else masks + 1, bda)
+            keys |= {(B, width_bucket(w, masks, B), kv, w if strategy == "verify" else masks + 1, bda, ge)
                      for B in rows for w in widths for kv in kvs}
         for key in sorted(keys - self._graphs.keys()):
             B, W = key[:2]
@@ -267,7 +256,9 @@ class DecodeEngine:
         return min(max(self.mask_budget // live_rows - 1, 0), k - 1)
 
     # ---- the decoding loop ---------------------------------------------------------------
-    def _decode(self, rows: list[_Row], strategy: str, k: int, accept_fn) -> list[GenerationResult]:
+    def _decode(self, rows: list[_Row], strategy: str, k: int, accept_fn, ge: bool) -> list[GenerationResult]:
+        """Decode one group until every row's two accountings have ended (``common.Tally``);
+        ``ge``: the authors' ConfAdapt threshold compare (``Convention.tau_ge_model_dtype``)."""
         verify = strategy == "verify"
         done: dict[int, GenerationResult] = {}
         active = rows
@@ -286,7 +277,7 @@ class DecodeEngine:
             K = max(len(r.drafts) for r in active) + masks + 1
             kv = self._kv_bucket(max(r.cache_len + len(seqs[r.phys]) for r in active))
             out = self._run(self._inputs(active, seqs, n_phys, W), kv, K, masks if self.attention == "bidirectional"
-                            else 0, eager=first or not self.graphs).tolist()
+                            else 0, eager=first or not self.graphs, ge=ge).tolist()
             if first:
                 t_first = now()
             finished = []
@@ -297,18 +288,15 @@ class DecodeEngine:
                 else:
                     n_cand = masks + 1
                     if accept_fn is not None:
-                        n = self._checked(accept_fn(r.index, len(r.chunks), n_cand), n_cand)
+                        n = self._checked(accept_fn(r.index, r.tally.passes, n_cand), n_cand)
                     else:
                         n = accept_count(strategy, n_cand, ok[K - n_cand:])
                     r.cache_len += len(r.feed)
                     new = ids[K - n_cand:][:n]
                     r.feed = new
-                chunk, reason = r.stop.cut(r.tokens, new)
-                r.tokens += chunk
-                r.chunks.append(len(chunk))
-                if reason is not None:
+                if r.tally.add(new):
                     sync(self.device)
-                    done[r.index] = self._result(r, reason, t0, t_first, len(rows))
+                    done[r.index] = self._result(r, t0, t_first, len(rows))
                     finished.append(r)
             if finished:
                 active = [r for r in active if r not in finished]
@@ -322,7 +310,8 @@ class DecodeEngine:
         while todo := [r for r in rows if len(r.feed) > C]:
             parts = {r.phys: r.feed[: min(len(r.feed) - C, C)] for r in todo}
             kv = self._kv_bucket(max(r.cache_len + len(parts[r.phys]) for r in todo))
-            self._run(self._inputs(todo, parts, n_phys, max(map(len, parts.values()))), kv, 1, 0, eager=True)
+            self._run(self._inputs(todo, parts, n_phys, max(map(len, parts.values()))), kv, 1, 0, eager=True,
+                      ge=False)
             for r in todo:
                 r.cache_len += len(parts[r.phys])
                 r.feed = r.feed[len(parts[r.phys]):]
@@ -362,14 +351,9 @@ class DecodeEngine:
             raise MtpsdError(f"accept_fn returned {n!r}: must be an integer in 1..{n_cand}")
         return count
 
-    def _result(self, r: _Row, reason: str, t0: float, t_first: float, batch: int) -> GenerationResult:
-        t_end = now()
-        return GenerationResult(
-            tokens=r.tokens, chunk_sizes=r.chunks, forward_passes=len(r.chunks), wall_time_s=t_end - t0,
-            prefill_time_s=t_first - t0, decode_time_s=t_end - t_first, stopped_by=reason,
-            text=r.stop.text(r.tokens), prompt_tokens=r.prompt_len,
-            extras={"batch_size": batch, "cache_len": r.cache_len, "engine": self.mode},
-        )
+    def _result(self, r: _Row, t0: float, t_first: float, batch: int) -> GenerationResult:
+        return r.tally.result(t0=t0, t_first=t_first, prompt_tokens=r.prompt_len,
+                              extras={"batch_size": batch, "cache_len": r.cache_len, "engine": self.mode})
 
     # ---- shapes and buffers --------------------------------------------------------------
     def _batch_bucket(self, n: int) -> int:
@@ -415,16 +399,17 @@ class DecodeEngine:
         return target
 
     # ---- one pass ------------------------------------------------------------------------
-    def _run(self, inputs: tuple[torch.Tensor, ...], kv: int, K: int, bda: int, eager: bool) -> torch.Tensor:
+    def _run(self, inputs: tuple[torch.Tensor, ...], kv: int, K: int, bda: int, eager: bool,
+             ge: bool = False) -> torch.Tensor:
         """One pass over the host ``inputs`` (ids, lens, n): eager, or the captured graph of its
         shape (captured on first use). ``bda``: the trailing mask columns that attend to each
-        other both ways (0 = causal)."""
+        other both ways (0 = causal); ``ge``: the authors' threshold compare (part of the key)."""
         self.counters["passes"] += 1
         ids, lens, n = (x.to(self.device) for x in inputs) if eager else inputs
         if eager:
             self.counters["eager_passes"] += 1
-            return self._pass(ids, lens, n, kv=kv, K=K, bda=bda)
-        key = (ids.shape[0], ids.shape[1], kv, K, bda)
+            return self._pass(ids, lens, n, kv=kv, K=K, bda=bda, ge=ge)
+        key = (ids.shape[0], ids.shape[1], kv, K, bda, ge)
         g = self._graphs.get(key)
         if g is None:
             g = self._graphs[key] = self._capture(key, tuple(x.to(self.device) for x in inputs))
@@ -440,10 +425,11 @@ class DecodeEngine:
             static.copy_(new, non_blocking=True)
 
     def _capture(self, key: tuple, inputs: tuple[torch.Tensor, ...]) -> Captured:
-        B, W, kv, K, bda = key
+        B, W, kv, K, bda, ge = key
         t = time.perf_counter()
         try:
-            g = self.backend.capture(lambda ids, lens, n: self._pass(ids, lens, n, kv=kv, K=K, bda=bda), inputs)
+            g = self.backend.capture(lambda ids, lens, n: self._pass(ids, lens, n, kv=kv, K=K, bda=bda, ge=ge),
+                                     inputs)
         except Exception as e:
             raise MtpsdError(f"CUDA graph capture failed for a pass of {B} rows x {W} columns over {kv} slots "
                              f"({type(e).__name__}: {e}); {SWITCH}") from e
@@ -452,10 +438,11 @@ class DecodeEngine:
         return g
 
     def _pass(self, ids: torch.Tensor, lens: torch.Tensor, n: torch.Tensor, *, kv: int, K: int,
-              bda: int) -> torch.Tensor:
+              bda: int, ge: bool = False) -> torch.Tensor:
         """Forward ``ids`` (B, W); return the read-out of the last ``K`` columns, ``(2, B, K)``:
-        argmax ids and ``max softmax > tau`` flags. Shapes depend only on (B, W, kv, K), and
-        nothing here reads a device value on the host: capturable."""
+        argmax ids and ConfAdapt flags (``max softmax > tau`` in float32; ``ge``: ``>= tau`` with
+        softmax and threshold in the logits' dtype, ``common.confident``). Shapes depend only on
+        (B, W, kv, K), and nothing here reads a device value on the host: capturable."""
         B, W = ids.shape
         cache = self._cache
         j = torch.arange(W, device=ids.device) - (W - n)[:, None]  # (B, W): index among the row's real columns
@@ -482,8 +469,8 @@ class DecodeEngine:
         finally:
             cfg._attn_implementation = before
         logits = logits + self._bias  # -inf at banned ids
-        top = logits.float().softmax(-1).amax(-1)  # (B, K)
-        return torch.stack([logits.argmax(-1), (top > self._tau).long()])
+        ok = confident(logits, self._tau_model if ge else self._tau, as_convention("authors" if ge else "project"))
+        return torch.stack([logits.argmax(-1), ok.long()])  # (2, B, K)
 
 
 def engine_for(model, mtp_token_id: int | None, *, batch: int, seq_len: int, holder=None,

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 
 from mtpsd.decoding.common import (
-    GenerationResult, StopChecker, accept_count, banned_index, check_args, default_stop_ids, mtp_attention,
-    now, readout,
+    GenerationResult, StopChecker, Tally, accept_count, as_convention, banned_index, check_args, default_stop_ids,
+    mtp_attention, now, readout,
 )
 
 
@@ -32,29 +32,26 @@ def full_mask(length: int, n_masks: int, device) -> torch.Tensor:
 def generate_no_cache(model, input_ids: torch.Tensor, *, mtp_token_id: int | None, strategy: str = "confadapt",
                       k: int = 16, tau: float = 0.9, max_new_tokens: int = 256, stop_token_ids=None,
                       stop_strings=(), tokenizer=None, banned_token_ids=None,
-                      attention: str | None = None) -> GenerationResult:
+                      attention: str | None = None, convention=None) -> GenerationResult:
     """Static-k / ConfAdapt by full recomputation; same arguments as ``generate``."""
+    conv = as_convention(convention)
     check_args(strategy, k, tau, max_new_tokens, mtp_token_id, stop_strings, tokenizer)
     if strategy == "verify":
         raise ValueError("the no-cache reference covers static and confadapt; verify equals k=1 greedy")
     dev = model.device
     bda = mtp_attention(model, attention) == "bidirectional"
-    banned = banned_index(model, mtp_token_id, tokenizer, banned_token_ids)
-    stop = StopChecker(default_stop_ids(model, stop_token_ids), stop_strings, tokenizer, max_new_tokens)
+    banned = banned_index(model, mtp_token_id, tokenizer, banned_token_ids, conv)
+    tally = Tally(StopChecker(default_stop_ids(model, stop_token_ids), stop_strings, tokenizer, max_new_tokens),
+                  k, conv)
     prompt = input_ids[0].tolist()
-    tokens: list[int] = []
-    chunks: list[int] = []
+    stream: list[int] = []  # every accepted token (both accountings are prefixes of it)
     t0 = now()
     while True:
-        seq = torch.tensor([prompt + tokens + [mtp_token_id or 0] * (k - 1)], device=dev)  # (1, T+n+k-1)
+        seq = torch.tensor([prompt + stream + [mtp_token_id or 0] * (k - 1)], device=dev)  # (1, T+n+k-1)
         mask = full_mask(seq.shape[1], k - 1, dev) if bda else None
         logits = model(input_ids=seq, attention_mask=mask, use_cache=False).logits[0, -k:]  # (k, V)
-        _, host = readout(logits, banned, strategy, tau)
+        _, host = readout(logits, banned, strategy, tau, conv)
         n = accept_count(strategy, k, host[1] if len(host) > 1 else None)
-        chunk, reason = stop.cut(tokens, host[0][:n])
-        tokens += chunk
-        chunks.append(len(chunk))
-        if reason is not None:
-            t1 = now()
-            return GenerationResult(tokens, chunks, len(chunks), t1 - t0, 0.0, t1 - t0, reason,
-                                    stop.text(tokens), len(prompt))
+        stream += host[0][:n]
+        if tally.add(host[0][:n]):
+            return tally.result(t0=t0, t_first=t0, prompt_tokens=len(prompt))

@@ -38,8 +38,11 @@ def _question(row: dict, path, i: int) -> str:
 
 def decode_file(checkpoint: str | Path, prompts: str | Path, out: str | Path, *, strategy: str, k: int,
                 tau: float, max_new_tokens: int, chat_template: bool, limit: int | None = None,
-                device: str | None = None, dtype: str = "auto", engine: str | None = None) -> dict:
-    """Decode every prompt of ``prompts`` (greedy, batch 1); return the summary written."""
+                device: str | None = None, dtype: str = "auto", engine: str | None = None,
+                convention: str = "project") -> dict:
+    """Decode every prompt of ``prompts`` (greedy, batch 1); return the summary written.
+    ``convention``: "project" | "authors" (``common.Convention``; the summary has both
+    accountings, and without stop strings the authors' never needs an extra pass)."""
     from mtpsd.data.prompts import encode_prompt, format_prompt
 
     rows = read_jsonl(prompts)
@@ -53,14 +56,15 @@ def decode_file(checkpoint: str | Path, prompts: str | Path, out: str | Path, *,
     longest = max((len(e) for e in encoded), default=0)
     seq_len = max(longest + max_new_tokens + 2 * k, 1)
     decoder = decoder_for(model, mtp, engine=engine, batch=1, seq_len=seq_len)
-    captured = decoder.prepare(batch=1, strategy=strategy, k=k, seq_len=seq_len)  # before any timing
+    captured = decoder.prepare(batch=1, strategy=strategy, k=k, seq_len=seq_len,
+                               convention=convention)  # before any timing
     capture_s = decoder.counters["capture_s"]
     out_rows, results = [], []
     for i, row in enumerate(tqdm(rows, desc=f"decode {strategy} k={k}", unit="prompt")):
         question = questions[i]
         text = format_prompt(tok, question, chat_template=chat_template)
         res = decoder.generate([encoded[i]], strategy=strategy, k=k, tau=tau, max_new_tokens=max_new_tokens,
-                              stop_token_ids=stop_ids or None, tokenizer=tok)[0]
+                              stop_token_ids=stop_ids or None, tokenizer=tok, convention=convention)[0]
         results.append(res)
         out_rows.append({"id": row.get("id", i), "question": question, "prompt": text,
                          **res.to_dict(), "token_strs": [tok.decode([t]) for t in res.tokens]})
@@ -68,7 +72,7 @@ def decode_file(checkpoint: str | Path, prompts: str | Path, out: str | Path, *,
     summary = {
         "checkpoint": str(checkpoint), "prompts": str(prompts), "strategy": strategy, "k": k,
         "tau": tau if strategy == "confadapt" else None, "max_new_tokens": max_new_tokens,
-        "chat_template": chat_template, "engine": decoder.mode, "graph_captures": captured,
+        "chat_template": chat_template, "engine": decoder.mode, "convention": convention, "graph_captures": captured,
         "graph_captures_timed": decoder.counters["graph_captures"] - captured, "capture_s": capture_s,
         **pooled_stats(results),
         "provenance": provenance(device=str(model.device), dtype=str(next(model.parameters()).dtype),

@@ -58,7 +58,7 @@ class ReferenceDecoder:
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], *, strategy: str = "confadapt", k: int = 16, tau: float = 0.9,
                  max_new_tokens: int = 256, stop_token_ids=None, stop_strings=(), tokenizer=None,
-                 banned_token_ids=None, accept_fn=None) -> list[GenerationResult]:
+                 banned_token_ids=None, accept_fn=None, convention=None) -> list[GenerationResult]:
         from mtpsd.decoding.single import generate_cached
 
         if accept_fn is not None:
@@ -70,7 +70,7 @@ class ReferenceDecoder:
                                   mtp_token_id=self.mtp_token_id, strategy=strategy, k=k, tau=tau,
                                   max_new_tokens=max_new_tokens, stop_token_ids=stop_token_ids,
                                   stop_strings=stop_strings, tokenizer=tokenizer, banned_token_ids=banned_token_ids,
-                                  attention=self.attention)
+                                  attention=self.attention, convention=convention)
             res.extras.update(batch_size=len(prompts), engine=self.mode)
             self.counters["passes"] += res.forward_passes
             out.append(res)

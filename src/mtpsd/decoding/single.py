@@ -26,8 +26,8 @@ import torch
 from transformers import DynamicCache
 
 from mtpsd.decoding.common import (
-    GenerationResult, StopChecker, accept_count, banned_index, check_args, default_stop_ids, mtp_attention,
-    now, readout, step_attention_mask, sync,
+    GenerationResult, StopChecker, Tally, accept_count, as_convention, banned_index, check_args, default_stop_ids,
+    mtp_attention, now, readout, step_attention_mask, sync,
 )
 
 
@@ -35,7 +35,7 @@ from mtpsd.decoding.common import (
 def generate_cached(model, input_ids: torch.Tensor, *, mtp_token_id: int | None, strategy: str = "confadapt",
              k: int = 16, tau: float = 0.9, max_new_tokens: int = 256, stop_token_ids=None,
              stop_strings=(), tokenizer=None, banned_token_ids=None,
-             attention: str | None = None) -> GenerationResult:
+             attention: str | None = None, convention=None) -> GenerationResult:
     """Decode one prompt ``input_ids`` (1, T) with ``strategy`` (static | confadapt | verify).
 
     ``k``: chunk size for static, ``k_max`` for confadapt, proposal length for verify.
@@ -44,28 +44,27 @@ def generate_cached(model, input_ids: torch.Tensor, *, mtp_token_id: int | None,
     (``mtpsd.vocab.banned_token_ids``).
     ``attention``: mask among the ``<MTP>`` inputs, "causal" or "bidirectional"; ``None`` =
     the checkpoint's ``config.mtp_attention`` (else causal).
+    ``convention``: "project" (default) | "authors" (``common.Convention``); both accountings
+    are in ``accounting``.
     """
+    conv = as_convention(convention)
     check_args(strategy, k, tau, max_new_tokens, mtp_token_id, stop_strings, tokenizer)
     if input_ids.dim() != 2 or input_ids.shape[0] != 1:
         raise ValueError(f"input_ids must have shape (1, T), got {tuple(input_ids.shape)}")
     dev = model.device
     input_ids = input_ids.to(dev)
-    banned = banned_index(model, mtp_token_id, tokenizer, banned_token_ids)
+    banned = banned_index(model, mtp_token_id, tokenizer, banned_token_ids, conv)
     stop = StopChecker(default_stop_ids(model, stop_token_ids), stop_strings, tokenizer, max_new_tokens)
+    tally = Tally(stop, k, conv)
     masks = torch.full((1, k - 1), mtp_token_id if k > 1 else 0, dtype=torch.long, device=dev)  # (1, k-1)
     cache = DynamicCache(config=model.config)
     step = _verify_loop if strategy == "verify" else _chunk_loop
     forward = _Forward(model, cache, k - 1, mtp_attention(model, attention) == "bidirectional")
     sync(dev)
     t0 = now()
-    tokens, chunks, reason, t_first = step(forward, input_ids, masks, cache, banned, stop, strategy, k, tau)
+    t_first = step(forward, input_ids, masks, cache, banned, tally, strategy, k, tau, conv)
     sync(dev)
-    t1 = now()
-    return GenerationResult(
-        tokens=tokens, chunk_sizes=chunks, forward_passes=len(chunks), wall_time_s=t1 - t0,
-        prefill_time_s=t_first - t0, decode_time_s=t1 - t_first, stopped_by=reason,
-        text=stop.text(tokens), prompt_tokens=int(input_ids.shape[1]),
-    )
+    return tally.result(t0=t0, t_first=t_first, prompt_tokens=int(input_ids.shape[1]))
 
 
 class _Forward:
@@ -85,55 +84,34 @@ class _Forward:
                           logits_to_keep=logits_to_keep).logits[0]
 
 
-class _Emitted:
-    """Tokens emitted so far, one chunk per forward pass, and when the first chunk came
-    (the end of prefill)."""
-
-    def __init__(self):
-        self.tokens: list[int] = []
-        self.chunks: list[int] = []
-        self.t_first: float | None = None
-
-    def emit(self, stop, candidates: list[int]) -> str | None:
-        """Append the chunk ``candidates`` cut at a stop; return the stop reason or None."""
-        chunk, reason = stop.cut(self.tokens, candidates)
-        if self.t_first is None:
-            self.t_first = now()
-        self.tokens += chunk
-        self.chunks.append(len(chunk))
-        return reason
-
-    def result(self, reason: str):
-        return self.tokens, self.chunks, reason, self.t_first
-
-
-def _chunk_loop(forward, input_ids, masks, cache, banned, stop, strategy, k, tau):
-    """Static-k / ConfAdapt: feed last chunk + k-1 masks, read k tokens, crop the masks."""
+def _chunk_loop(forward, input_ids, masks, cache, banned, tally, strategy, k, tau, conv):
+    """Static-k / ConfAdapt: feed last chunk + k-1 masks, read k tokens, crop the masks.
+    Returns when the first chunk came (the end of prefill)."""
     x = torch.cat([input_ids, masks], dim=1)  # (1, T + k-1)
-    out = _Emitted()
+    t_first = None
     while True:
         logits = forward(x, k)  # (k, V)
         if k > 1:
             cache.crop(-(k - 1))
-        ids, host = readout(logits, banned, strategy, tau)  # ids (k,)
+        ids, host = readout(logits, banned, strategy, tau, conv)  # ids (k,)
         n = accept_count(strategy, k, host[1] if len(host) > 1 else None)
-        reason = out.emit(stop, host[0][:n])
-        if reason is not None:
-            return out.result(reason)
+        t_first = now() if t_first is None else t_first
+        if tally.add(host[0][:n]):
+            return t_first
         x = torch.cat([ids[:n].view(1, n), masks], dim=1) if k > 1 else ids.view(1, 1)  # (1, n + k-1)
 
 
-def _verify_loop(forward, input_ids, masks, cache, banned, stop, strategy, k, tau):
+def _verify_loop(forward, input_ids, masks, cache, banned, tally, strategy, k, tau, conv):
     """Lossless self-verify: feed pending + drafts (real) + masks; keep the greedy-consistent prefix."""
     pending = input_ids  # (1, P) tokens not yet in the cache
     drafts = input_ids[:, :0]  # (1, m)
     draft_host: list[int] = []
-    out = _Emitted()
+    t_first = None
     while True:
         m = drafts.shape[1]
         x = torch.cat([pending, drafts, masks], dim=1)  # (1, P + m + k-1)
         logits = forward(x, m + k)
-        ids, host = readout(logits, banned, "static", 0.0)  # (m + k,): g_1..g_{m+1}, then k-1 proposals
+        ids, host = readout(logits, banned, "static", 0.0, conv)  # (m + k,): g_1..g_{m+1}, then k-1 proposals
         g = host[0]
         a = 0
         while a < m and draft_host[a] == g[a]:
@@ -141,9 +119,9 @@ def _verify_loop(forward, input_ids, masks, cache, banned, stop, strategy, k, ta
         drop = (k - 1) + (m - a)  # masks + rejected drafts
         if drop:
             cache.crop(-drop)
-        reason = out.emit(stop, g[: a + 1])
-        if reason is not None:
-            return out.result(reason)
+        t_first = now() if t_first is None else t_first
+        if tally.add(g[: a + 1]):
+            return t_first
         pending = ids[a: a + 1].view(1, 1)  # the bonus token g_{a+1}
         if a == m and k > 1:
             drafts, draft_host = ids[m + 1:].view(1, k - 1), g[m + 1:]

@@ -3,13 +3,38 @@
 effective k = sum_g |tokens_g| / sum_g passes_g: the mean chunk size pooled over every
 decoding step of every generation; its spread is the sample SD of those chunk sizes.
 tokens/s = generated tokens / summed generation wall time (prefill included).
+
+Two accountings of the same generations (``common.Tally``, issue 27): the project's
+(tokens until the first end id, stop string or the budget) and the authors' (tokens until an
+end id, whole chunks, or until fewer than k budget slots remain; stop strings ignored),
+each pooled as tokens over passes: ``eff_k_project`` and ``eff_k_authors``. ``eff_k_mean``
+is the one of the run's convention (``convention``).
 """
 
 from __future__ import annotations
 
 import math
 
-from mtpsd.decoding.common import GenerationResult
+from mtpsd.decoding.common import ACCOUNTINGS, GenerationResult
+
+
+def accounting_stats(results: list[GenerationResult]) -> dict:
+    """Both accountings pooled (``eff_k_project``, ``eff_k_authors`` and per accounting its
+    tokens, passes and stop reasons); {} when a result lacks them."""
+    if not results or any(set(r.accounting) != set(ACCOUNTINGS) for r in results):
+        return {}
+    out: dict = {"convention": results[0].convention, "accounting": {}}
+    for name in ACCOUNTINGS:
+        tokens = sum(r.accounting[name]["tokens"] for r in results)
+        passes = sum(r.accounting[name]["forward_passes"] for r in results)
+        eff_k = tokens / passes if passes else float("nan")
+        out[f"eff_k_{name}"] = eff_k
+        out["accounting"][name] = {
+            "tokens": tokens, "forward_passes": passes, "eff_k": eff_k,
+            "stopped_by": {s: sum(r.accounting[name]["stopped_by"] == s for r in results)
+                           for s in ("eos", "stop_string", "length")},
+        }
+    return out
 
 
 def pooled_stats(results: list[GenerationResult]) -> dict:
@@ -28,4 +53,5 @@ def pooled_stats(results: list[GenerationResult]) -> dict:
         "decode_s": sum(r.decode_time_s for r in results),
         "stopped_by": {s: sum(r.stopped_by == s for r in results) for s in ("eos", "stop_string", "length")},
         "chunk_sizes": [r.chunk_sizes for r in results],
+        **accounting_stats(results),
     }

@@ -4,7 +4,8 @@ The model is wrapped in ``mtpsd.evaluation.lm_eval_adapter.MTPLM`` so every gene
 through our decoder (static k, ConfAdapt, verify); lm-eval builds the prompts,
 applies the task filters and metrics. The result JSON is lm-eval's result dict
 (``results``, ``configs``, ``versions``, ``n-samples``, ``samples`` ...) plus
-``decode_stats`` (effective k = tokens / forward passes, method.md s. 6),
+``decode_stats`` (effective k = tokens / forward passes, method.md s. 6; both accountings,
+``eff_k_project`` and ``eff_k_authors``, whatever ``decode.convention`` reports),
 ``setting``/``strategy``/``param`` and ``provenance``::
 
     from mtpsd.evaluation.evaluate import evaluate
@@ -59,11 +60,13 @@ def checkpoint_label(path: str | Path) -> str:
 
 
 def _make_lm(model, tokenizer, strategy: str, k: int, tau: float, *, batch_size: int,
-             max_gen_toks: int, engine: str, plain_prompt: bool = False):
+             max_gen_toks: int, engine: str, plain_prompt: bool = False, convention: str = "project",
+             batch_planner=None):
     from mtpsd.evaluation.lm_eval_adapter import MTPLM
 
     return MTPLM(pretrained=model, tokenizer=tokenizer, strategy=strategy, k=k, tau=tau,
-                 batch_size=batch_size, max_gen_toks=max_gen_toks, engine=engine, plain_prompt=plain_prompt)
+                 batch_size=batch_size, max_gen_toks=max_gen_toks, engine=engine, plain_prompt=plain_prompt,
+                 convention=convention, batch_planner=batch_planner)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -138,14 +141,16 @@ def add_story_metrics(result: dict, *, base=None, reference: dict | None = None,
 
 def evaluate(cfg, checkpoint: str | Path, task: str, setting: str, *, data_file: str | Path | None = None,
              limit: int | None = None, base_model: str | Path | None = None,
-             reference: str | Path | None = None, engine: str | None = None, ckpt: str | None = None) -> dict:
+             reference: str | Path | None = None, engine: str | None = None, ckpt: str | None = None,
+             convention: str | None = None) -> dict:
     """Run one task with one decoding setting on one checkpoint; return the result dict.
 
     ``ckpt``: the label the result records (default :func:`checkpoint_label` of the directory);
     an imported checkpoint's step 0 is its base model directory, labelled "step0".
 
     ``limit`` defaults to ``cfg.eval.limit`` (documents, from the start of the test split);
-    ``engine`` to ``cfg.decode.engine`` (``mtpsd.decoding.select``; the result records the one used).
+    ``engine`` to ``cfg.decode.engine`` (``mtpsd.decoding.select``; the result records the one used);
+    ``convention`` to ``cfg.decode.convention`` (recorded as ``convention``).
     """
     import torch
     from lm_eval import simple_evaluate
@@ -169,11 +174,20 @@ def evaluate(cfg, checkpoint: str | Path, task: str, setting: str, *, data_file:
     else:  # fail on a bad local file before loading the model
         spec, upstream = task_config(task, data_file, max_gen_toks=budget), {}
     dtype = cfg.eval.dtype or cfg.model.dtype
+    batch, planner = cfg.eval.batch_size, None
+    if batch is None:  # the evaluation memory plan's batch; refuses here, before a weight is loaded
+        from mtpsd.evaluation.memory_plan import evaluation_batch
+        from mtpsd.evaluation.plan import task_documents
+
+        docs = task_documents(cfg, task) if data_file is None else sum(1 for _ in check_local_file(task, data_file)
+                                                                           .open(encoding="utf-8"))
+        batch, planner = evaluation_batch(checkpoint, task, budget=budget, k=k, dtype=dtype,
+                                          documents=docs if limit is None else min(docs, limit))
     torch.manual_seed(cfg.seed)
     model, tok = load_checkpoint(checkpoint, dtype=dtype)
-    lm = _make_lm(model, tok, strategy, k, tau, batch_size=cfg.eval.batch_size,
+    lm = _make_lm(model, tok, strategy, k, tau, batch_size=batch, batch_planner=planner,
                   max_gen_toks=cfg.decode.max_new_tokens, engine=engine or cfg.decode.engine,
-                  plain_prompt=not cfg.model.chat_template)
+                  plain_prompt=not cfg.model.chat_template, convention=convention or cfg.decode.convention)
     t0 = time.perf_counter()
     raw = simple_evaluate(
         model=lm, tasks=[spec], task_manager=task_manager(), limit=limit, **upstream,
@@ -196,11 +210,13 @@ def evaluate(cfg, checkpoint: str | Path, task: str, setting: str, *, data_file:
         "run": cfg.run, "model": cfg.model.name, "chat_template": cfg.model.chat_template,
         "task": task, "checkpoint": str(checkpoint), "ckpt": ckpt or checkpoint_label(checkpoint),
         "setting": setting, "strategy": strategy, "param": param, "k": k, "engine": lm.engine,
+        "convention": lm.convention,
         "tau": tau if strategy == "confadapt" else None,
         "data_file": str(data_file) if data_file is not None else None, "limit": limit,
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "max_gen_toks": budget,
         "fewshot_as_multiturn": bool(cfg.model.chat_template),
-        "n_docs": n_docs, "wall_s": wall,
+        "n_docs": n_docs, "wall_s": wall, "batch_size": lm.batch_size,
+        "batch_plan": lm.planned if planner is not None else "eval.batch_size",
         "decode_stats": _summarise_decode_stats(lm.decode_stats()),
     }
     out.update(result)

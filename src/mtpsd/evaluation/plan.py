@@ -71,7 +71,7 @@ TASK_DOCS = {
 }
 # Prompt tokens per document (prefill and KV cache of the time model; assumptions at ~4 characters
 # per token, stated, not measured): GSM8K: our YAML's 8 exemplars (2,349 characters) + a test
-# question (240 on average, ../shared GSM8K) + chat headers; BBH: lm-eval's 3 exemplars per subtask
+# question (240 on average, data/gsm8k) + chat headers; BBH: lm-eval's 3 exemplars per subtask
 # (2,664 characters on average over the 27) + a question; GPQA: 5 exemplars + the question, each a
 # long question with four choices; CNN/DailyMail: an article (781 words on average, See et al.
 # 2017); AIME25, IFEval, creative writing: one problem, instruction or prompt; the speed runs'
@@ -87,6 +87,7 @@ PAPER_TASK_NAMES = {"mtpsd_gsm8k_cot": "gsm8k", "mtpsd_cnn_dailymail": "cnn_dail
                     "gpqa_main_cot_n_shot": "gpqa_main", "bbh_cot_fewshot": "bbh", "ifeval": "ifeval"}
 COMMITTED_FIGURES = Path(__file__).resolve().parents[1] / "measured_speed.json"
 _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+PLAN_GPU_MEMORY_GIB = 79.6  # an 80 GB H100/A100 as torch sees it: the batches eval.batch_size null plans
 
 
 # ---- the GPUs and the time model's assumptions -------------------------------------------
@@ -365,9 +366,13 @@ def _dtype_on(dtype: str, device: str) -> str:
 
 def run_jobs(cfg, run: str, *, imported: bool, device: str = "gpu") -> list[Job]:
     """Every decoding job of one run (resolved config ``cfg``): evaluations, speed runs and the
-    confidence-vs-quality passes."""
+    confidence-vs-quality passes. With ``eval.batch_size: null`` each task's batch is the
+    evaluation memory plan's for an 80 GB GPU (:data:`PLAN_GPU_MEMORY_GIB`; 1 where the
+    architecture cannot be read offline)."""
+    from mtpsd.evaluation.memory_plan import GiB, dry_run_batches
     from mtpsd.evaluation.tasks import generation_budget
 
+    planned = (dry_run_batches(cfg, PLAN_GPU_MEMORY_GIB * GiB) or {}) if cfg.eval.batch_size is None else {}
     jobs = []
     eval_dtype = _dtype_on(cfg.eval.dtype or cfg.model.dtype, device)
     model_dtype = _dtype_on(cfg.model.dtype, device)
@@ -377,8 +382,8 @@ def run_jobs(cfg, run: str, *, imported: bool, device: str = "gpu") -> list[Job]
             docs = min(docs, cfg.eval.limit)
         budget = generation_budget(task, overrides=cfg.eval.max_gen_toks, default=cfg.decode.max_new_tokens)
         tpp = tokens_per_pass(cfg, task, ckpt, setting)
-        jobs.append(Job(run, "evaluate", task, ckpt, setting, docs, cfg.eval.batch_size, budget, tpp,
-                        eval_dtype, pass_width(cfg, setting, tpp), PROMPT_TOKENS.get(task, 0)))
+        jobs.append(Job(run, "evaluate", task, ckpt, setting, docs, cfg.eval.batch_size or planned.get(task, 1), budget,
+                        tpp, eval_dtype, pass_width(cfg, setting, tpp), PROMPT_TOKENS.get(task, 0)))
     test = "mtpsd_gsm8k_cot" if cfg.data.test_source == "gsm8k" else "mtpsd_synth_math"
     n = task_documents(cfg, test)
     if cfg.decode.speed_prompts is not None:

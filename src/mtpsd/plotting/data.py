@@ -4,7 +4,7 @@ Figures read only ``results/summary/*.csv`` (and small analysis files), never
 checkpoints. ``results.csv`` has the columns of the paper's reference table plus our
 extras (docs/architecture.md); ``train_metrics.csv`` is long format, one row per run
 and logged step. The paper's published numbers ship as package data
-(``mtpsd/paper_results.csv``, a copy of shared/reference/paper_results.csv).
+(``mtpsd/paper_results.csv``, the paper's reported tables as one long table).
 """
 
 from __future__ import annotations
@@ -58,10 +58,16 @@ def _read_csv(path: str | Path, required: list[str]) -> pd.DataFrame:
     return df
 
 
+ACCOUNTING_COLUMNS = ["eff_k_project", "eff_k_authors"]  # both accountings (issue 27); NaN in older CSVs
+
+
 def read_results(path: str | Path) -> pd.DataFrame:
     """``results/summary/results.csv`` restricted to our rows (``table == "ours"``)."""
     df = _read_csv(path, OUR_COLUMNS)
-    for col in NUMERIC:
+    for col in ACCOUNTING_COLUMNS:
+        if col not in df.columns:
+            df[col] = float("nan")
+    for col in NUMERIC + ACCOUNTING_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     df = df[df["table"] == "ours"].copy()
     bad = sorted(set(df["strategy"]) - set(STRATEGIES))

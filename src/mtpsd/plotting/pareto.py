@@ -4,8 +4,12 @@ Left panel, ours (one colour per run): Static-k points joined in k order, the
 ConfAdapt curve joined in decreasing tau, the lossless self-verify point, the step-0
 model at k=1 (dashed line), error bars ``value_se`` (vertical) and ``eff_k_sd``
 (horizontal), and each run's Pareto frontier (points no other point beats on both
-accuracy and effective k). Right panel: the paper's GSM8K points for
-L3.1-8B-Magpie and Qwen3-4B-Inst-2507 (method.md section 7) on the same axes style.
+accuracy and effective k). Where a run recorded effective k in both accountings (issue 27)
+and the other one differs, a hollow marker of the same colour sits at the other accounting's
+effective k, joined to its point by a thin line: the authors' accounting (the paper's way of
+counting) for a run of the project's convention, the project's for a run of the authors'.
+Right panel: the paper's GSM8K points for L3.1-8B-Magpie and Qwen3-4B-Inst-2507 (method.md
+section 7) on the same axes style.
 """
 
 from __future__ import annotations
@@ -43,8 +47,31 @@ def _light_xerr(ax) -> None:
         container.lines[2][0].set_alpha(0.25)  # barlinecols: (x bars, y bars)
 
 
-def _legend(ax, names: list[str], colors: list[str], strategies: set[str], loc: str) -> None:
-    """One entry per model (colour) and one per strategy (marker and line style)."""
+def other_accounting(rows: pd.DataFrame) -> pd.Series:
+    """Per row, effective k in the accounting the row's ``eff_k`` is not (NaN where not recorded
+    or equal to ``eff_k`` within 0.005): the authors' for the project's convention, and back."""
+    if "eff_k_authors" not in rows or "eff_k_project" not in rows:
+        return pd.Series(np.nan, index=rows.index)
+    authors = rows.get("convention", pd.Series("project", index=rows.index)).fillna("project") == "authors"
+    other = rows["eff_k_project"].where(authors, rows["eff_k_authors"]).astype(float)
+    return other.where((other - rows["eff_k"].astype(float)).abs() > 0.005)
+
+
+def _draw_other_accounting(ax, rows: pd.DataFrame, color: str) -> bool:
+    """Hollow markers at the other accounting's effective k; True if any was drawn."""
+    other = other_accounting(rows)
+    keep = other.notna() & rows["value"].notna()
+    for (_, r), x in zip(rows[keep].iterrows(), other[keep]):
+        ax.plot([r["eff_k"], x], [r["value"], r["value"]], color=color, lw=0.6, alpha=0.5)
+        ax.plot([x], [r["value"]], marker=_MARKERS.get(r["strategy"], "o"), color=color, mfc="white", ms=4,
+                ls="none")
+    return bool(keep.any())
+
+
+def _legend(ax, names: list[str], colors: list[str], strategies: set[str], loc: str,
+            other: str | None = None) -> None:
+    """One entry per model (colour) and one per strategy (marker and line style); ``other``: the
+    label of the hollow markers of the other accounting, if drawn."""
     handles = [Line2D([], [], color=c, lw=2, label=n) for n, c in zip(names, colors)]
     for strategy, ls in (("static", "-"), ("confadapt", "--"), ("verify", "none"), ("baseline_step0", ":")):
         if strategy in strategies:
@@ -52,6 +79,8 @@ def _legend(ax, names: list[str], colors: list[str], strategies: set[str], loc: 
                                   mfc="white" if strategy == "baseline_step0" else "k",
                                   ms=8 if strategy == "verify" else 4, label=STRATEGY_LABELS[strategy]))
     handles.append(Line2D([], [], color="k", lw=5, alpha=0.15, label="Pareto frontier"))
+    if other:
+        handles.append(Line2D([], [], color="k", marker="o", mfc="white", ms=4, ls="none", label=other))
     ax.legend(handles=handles, loc=loc)
 
 
@@ -100,13 +129,21 @@ def plot_pareto(results: pd.DataFrame, task: str, paper: pd.DataFrame | None = N
     ax = axes[0, 0]
     runs = sorted(rows["run"].unique())
     colors = [PALETTE[i % len(PALETTE)] for i in range(len(runs))]
+    drew_other = False
     for run, color in zip(runs, colors):
         _draw_model(ax, rows[rows["run"] == run], color)
+        drew_other |= _draw_other_accounting(ax, rows[rows["run"] == run], color)
+    conventions = set(rows.get("convention", pd.Series(dtype=object)).dropna())
+    other = None
+    if drew_other:
+        other = ("hollow: the project's accounting" if conventions == {"authors"}
+                 else "hollow: the authors' accounting (the paper's)" if conventions <= {"project"}
+                 else "hollow: the other accounting")
     ax.set_xlabel("Effective k (tokens per forward pass)")
     ax.set_ylabel(metric_label(metric) + (f" [{variant}]" if variant else ""))
     ax.set_title(f"Ours: {task}")
     flat = metric.endswith("_pct") and widen_flat_percent_axis(ax)
-    _legend(ax, runs, colors, set(rows["strategy"]), "upper right" if flat else "lower left")
+    _legend(ax, runs, colors, set(rows["strategy"]), "upper right" if flat else "lower left", other)
     if paper is not None:
         ax2 = axes[0, 1]
         ref = paper[(paper["task"] == "gsm8k") & (paper["variant"] == "main")]

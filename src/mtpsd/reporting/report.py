@@ -23,6 +23,10 @@ tolerance and where it comes from (``Claim.tolerance``, ``Claim.source``):
 With ablation runs (config/ablations.yaml), an "Ablations" section checks each of the
 paper's ablation claims on them (``mtpsd.reporting.ablation_report``).
 
+"Effective k, two accountings" (:func:`accounting_section`, issue 27) sets each run's
+effective k in the project's and in the authors' accounting beside the paper's, which the
+authors' decoding code counted: the paper's number is compared with the authors' accounting.
+
 Every number in ``report.md`` comes from ``numbers.json`` (written here from the CSVs);
 ``numbers.tex`` holds the same numbers as ``\\newcommand`` macros.
 """
@@ -216,6 +220,52 @@ def flatten(prefix: str, claims: list[Claim]) -> dict[str, float]:
             if isinstance(v, (int, float))}
 
 
+ACCOUNTING_NOTE = (
+    "The paper's effective k was counted by the authors' decoding code: tokens until an end id or the "
+    "budget, over forward passes, with stop strings only cutting the text afterwards, an end id keeping "
+    "the rest of its chunk and decoding ending once fewer than k budget slots remain. This project counts "
+    "tokens until the first end id, stop string or the budget (its convention, `decode.convention: "
+    "project`). Every evaluation records both from one decode; the paper's numbers are compared with "
+    "the authors' accounting. (Both accountings share the tokens of the run's convention; the authors' "
+    "convention also decodes over the full vocabulary with p >= τ in the model's dtype.)")
+
+
+def accounting_section(results: pd.DataFrame, paper: pd.DataFrame, task: str) -> tuple[list[str], dict]:
+    """Markdown lines and numbers: per run, final checkpoint, every ConfAdapt and Static setting of
+    ``task`` with effective k in both accountings and the paper's (GSM8K) beside them."""
+    from mtpsd.plotting.data import paper_task
+    from mtpsd.reporting.tables import setting_label
+
+    rows = final_rows(task_rows(results, task))
+    rows = rows[rows["strategy"].isin(["static", "confadapt", "verify"])]
+    if rows.empty or rows["eff_k_authors"].isna().all():
+        return [], {}
+    ptask = paper_task(task)
+    ref = paper[(paper["variant"] == "main") & (paper["task"] == ptask)] if ptask else paper.iloc[:0]
+    lines = ["## Effective k, two accountings", "", ACCOUNTING_NOTE, "",
+             f"Task `{task}`, final checkpoint" + (f"; the paper's {ptask} numbers beside ours." if ptask else
+                                                   "; the paper did not evaluate this task."), "",
+             "| run | convention | setting | eff. k, project's accounting | eff. k, authors' accounting | "
+             "difference | paper eff. k (" + ", ".join(PAPER_MODELS) + ") |",
+             "|---|---|---|---|---|---|---|"]
+    numbers: dict[str, float] = {}
+    order = {"static": 0, "confadapt": 1, "verify": 2}
+    rows = rows.assign(_o=rows["strategy"].map(order),
+                       _p=rows["param"].where(rows["strategy"] != "confadapt", -rows["param"]))
+    for _, r in rows.sort_values(["run", "_o", "_p"]).drop_duplicates(["run", "strategy", "param"]).iterrows():
+        proj, auth = r["eff_k_project"], r["eff_k_authors"]
+        if pd.isna(proj) or pd.isna(auth):
+            continue
+        match = ref[(ref["strategy"] == r["strategy"]) & (ref["param"].round(4) == round(float(r["param"]), 4))]
+        pk = ", ".join(f"{match[match['model'] == m]['eff_k'].iloc[0]:.1f}" if (match["model"] == m).any()
+                       else "–" for m in PAPER_MODELS)
+        lines.append(f"| {r['run']} | {r.get('convention') or '–'} | {setting_label(r['strategy'], r['param'])} | "
+                     f"{proj:.2f} | {auth:.2f} | {auth - proj:+.2f} | {pk} |")
+        key = f"{r['run']}.accounting.{r['strategy']}{r['param']:g}"
+        numbers.update({f"{key}.eff_k_project": float(proj), f"{key}.eff_k_authors": float(auth)})
+    return lines + [""], numbers
+
+
 def _read_cq(summary_dir: Path, run: str) -> pd.DataFrame | None:
     path = summary_dir / f"confidence_quality_{run}.csv"
     return pd.read_csv(path) if path.is_file() else None
@@ -279,6 +329,9 @@ def build_report(summary_dir: str | Path, figures_dir: str | Path, generated_dir
                                          rel(abl_png) if abl_png.is_file() else None)
     md += abl_md
     numbers.update(abl_numbers)
+    acc_md, acc_numbers = accounting_section(results, load_paper_results(), task)
+    md += acc_md
+    numbers.update(acc_numbers)
     md += ["## Tables", ""]
     for stem, title in (("table01_strategies", "Every strategy x task (± standard error)"),
                         ("table02_paper_vs_ours", "Paper vs ours")):

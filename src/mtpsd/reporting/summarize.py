@@ -1,7 +1,7 @@
 """Collect evaluation JSONs and training metrics into tidy CSVs (figures read only these).
 
 ``results.csv``: one row per (evaluation file, metric). The first columns are exactly
-those of ``shared/reference/paper_results.csv`` (:data:`PAPER_COLUMNS`); ours have
+those of ``mtpsd/paper_results.csv`` (the paper's reported tables) (:data:`PAPER_COLUMNS`); ours have
 ``table="ours"``, ``model`` the paper's model name where the run's config names one
 (``model.paper_model``: the published checkpoints, config/paper.yaml's runs) else our
 ``model.name``, ``strategy="baseline_step0"`` for the step-0 checkpoint decoded at
@@ -10,7 +10,10 @@ paper's ``accuracy_pct``) and ROUGE as a fraction, ``value_se`` in the same unit
 ``eff_k``/``eff_k_sd`` the measured tokens per forward pass (method.md s. 6). Extra
 columns follow (:data:`EXTRA_COLUMNS`); ``ablation`` and ``ablation_key`` say which of the
 paper's ablations the run's config is and which reference it is compared with
-(``mtpsd.ablations``; empty for results without a config). Task and metric names are the paper's
+(``mtpsd.ablations``; empty for results without a config); ``convention`` the decoding
+conventions the run reported (``decode.convention``) and ``eff_k_project`` / ``eff_k_authors``
+effective k in the project's and in the authors' accounting (issue 27; ``eff_k`` is the one of
+``convention``; empty for results from before both were recorded). Task and metric names are the paper's
 (:data:`TASK_NAMES`, :data:`METRICS`): GSM8K and GPQA flexible-extract, AIME25 exact
 match, BBH get-answer exact match and IFEval prompt-level strict accuracy are each
 ``accuracy_pct``, as in ``paper_results.csv``.
@@ -24,7 +27,7 @@ the per-position ``agreement`` list becomes ``agreement_j1 .. agreement_jK``.
 
     from mtpsd.reporting.summarize import summarize_evals, join_paper
     ours = summarize_evals(["results/runs/tiny/eval/mtpsd_synth_math/final/static-k1.json"])
-    both = join_paper(ours, pd.read_csv("../shared/reference/paper_results.csv"))
+    both = join_paper(ours, pd.read_csv("src/mtpsd/paper_results.csv"))
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from mtpsd.io import read_json, read_jsonl
 PAPER_COLUMNS = ["table", "model", "variant", "chat_template", "strategy", "param", "task", "metric",
                  "value", "value_se", "eff_k", "eff_k_sd"]
 EXTRA_COLUMNS = ["run", "checkpoint", "step", "setting", "metric_variant", "tokens_per_s",
-                 "forward_passes", "tokens", "n_docs", "source_file", "ablation", "ablation_key"]
+                 "forward_passes", "tokens", "n_docs", "source_file", "ablation", "ablation_key",
+                 "convention", "eff_k_project", "eff_k_authors"]
 RESULT_COLUMNS = PAPER_COLUMNS + EXTRA_COLUMNS
 
 # our task -> the paper's task name
@@ -133,6 +137,7 @@ def eval_rows(result: dict, source_file: str = "") -> list[dict]:
         "n_docs": _num(result.get("n_docs")), "source_file": source_file,
         "ablation": ablation_of(run_cfg) if run_cfg else None,
         "ablation_key": ablation_key(run_cfg) if run_cfg else None,
+        **accounting_columns(result.get("convention"), stats),
     }
     rows = []
     for key, (name, scale) in METRICS.items():
@@ -143,6 +148,12 @@ def eval_rows(result: dict, source_file: str = "") -> list[dict]:
         rows.append({**base, "metric": name, "value": _num(metrics[key]) * scale,
                      "value_se": _num(se) * scale, "metric_variant": key})
     return rows
+
+
+def accounting_columns(convention: str | None, stats: dict) -> dict:
+    """``convention``, ``eff_k_project``, ``eff_k_authors`` of a result (NaN where not recorded)."""
+    return {"convention": convention or stats.get("convention"), "eff_k_project": _num(stats.get("eff_k_project")),
+            "eff_k_authors": _num(stats.get("eff_k_authors"))}
 
 
 SPEED_TASK = "batch1_speed"  # task name of the decode rule's rows in speed.csv
@@ -169,7 +180,8 @@ def speed_row(summary: dict, source_file: str) -> dict:
             "run": path.parent.parent.name, "checkpoint": "final", "step": math.nan, "setting": setting,
             "metric_variant": f"dtype={dtype}" if dtype else "", "tokens_per_s": _num(summary["tokens_per_s"]),
             "forward_passes": _num(summary.get("forward_passes")), "tokens": _num(summary.get("tokens")),
-            "n_docs": _num(summary.get("n_generations")), "source_file": source_file}
+            "n_docs": _num(summary.get("n_generations")), "source_file": source_file,
+            **accounting_columns(summary.get("convention"), summary)}
 
 
 def summarize_speed(paths: list[str | Path]) -> pd.DataFrame:

@@ -4,7 +4,9 @@ Both tables are built as DataFrames of display strings from ``results/summary/re
 (final checkpoints plus the step-0 baseline; each task's primary metric) and written as
 Markdown and LaTeX (``paper/generated/table01_strategies.{md,tex}``,
 ``table02_paper_vs_ours.{md,tex}``). A cell reads ``value ± se`` and ``eff_k ± sd``
-exactly as the CSV holds them (no number is recomputed here).
+exactly as the CSV holds them (no number is recomputed here). Paper vs ours also gives our
+effective k in the authors' accounting (``eff_k_authors``, issue 27), the way the paper's
+effective k was counted.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from mtpsd.plotting.data import final_rows, paper_task, primary_metric, task_row
 
 STRATEGY_ORDER = {"baseline_step0": 0, "static": 1, "confadapt": 2, "verify": 3}
 PAPER_MODELS = ("L3.1-8B-Magpie", "Qwen3-4B-Inst-2507")
+AUTHORS_EFF_K = "ours eff. k (authors' accounting)"
+PAPER_EFF_K_NOTE = ("The paper's effective k was counted by the authors' decoding code (tokens until an end id "
+                    "or the budget, over forward passes; stop strings only cut the text afterwards): compare it "
+                    f"with \"{AUTHORS_EFF_K}\"; \"ours eff. k\" is counted by the run's convention "
+                    "(decode.convention).")
 
 
 def _fmt(v, se=None, digits: int = 1) -> str:
@@ -84,7 +91,8 @@ def paper_vs_ours(results: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
                 continue
             row = {"task": f"{task} ({ptask})", "setting": setting_label(r["strategy"], r["param"]),
                    "run": r["run"], "ours": _fmt(r["value"], r["value_se"], d),
-                   "ours eff. k": _fmt(r["eff_k"], None, 2)}
+                   "ours eff. k": _fmt(r["eff_k"], None, 2),
+                   AUTHORS_EFF_K: _fmt(r.get("eff_k_authors"), None, 2)}
             for model in PAPER_MODELS:
                 # a run of one paper model (results `model` = its paper name) sits beside that model only
                 m = match[match["model"] == model] if r["model"] not in PAPER_MODELS or r["model"] == model \
@@ -139,8 +147,9 @@ def write_tables(results: pd.DataFrame, paper: pd.DataFrame, out_dir: str | Path
         "table01_strategies.tex": to_latex(t1, "Every decoding strategy and task: metric ± standard error, "
                                            "effective k ± spread (final checkpoint; step-0 model at k=1).",
                                            "tab:strategies"),
-        "table02_paper_vs_ours.md": to_markdown(t2, note2),
-        "table02_paper_vs_ours.tex": to_latex(t2, "Paper vs ours for the settings both evaluated.",
+        "table02_paper_vs_ours.md": to_markdown(t2, note2) + ("" if t2.empty else f"\n{PAPER_EFF_K_NOTE}\n"),
+        "table02_paper_vs_ours.tex": to_latex(t2, "Paper vs ours for the settings both evaluated. "
+                                              + PAPER_EFF_K_NOTE.replace('"', "''"),
                                               "tab:paper-vs-ours", note2),
     }
     paths = []

@@ -68,8 +68,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtpsd.errors import MtpsdError
-from mtpsd.layout import default_num_regions
-from mtpsd.training.resume import KEEP_RESUME_STATES
 
 GiB = 1024**3
 _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
@@ -240,6 +238,8 @@ def setup_from_config(cfg, *, device: str = "cuda", gpus: int | None = None, fsd
     dtype = cfg.model.dtype
     if dtype == "auto":
         dtype = "bfloat16" if device == "cuda" else "float32"
+    from mtpsd.layout import default_num_regions  # torch: not while the plan is printed
+
     return Setup(device=device, compute_dtype=dtype, precision=tc.precision, optimizer=tc.optimizer,
                  gradient_checkpointing=tc.gradient_checkpointing, micro_batch_size=tc.micro_batch_size,
                  global_batch_size=tc.global_batch_size, max_length=tc.max_length,
@@ -450,6 +450,8 @@ def check_fits(m: ModelShape, s: Setup, gpu_bytes: float) -> MemoryPlan:
 
 def disk_plan(m: ModelShape, s: Setup, *, steps: int, checkpoint_steps: list[int], checkpoint_every: int) -> dict:
     """Bytes on disk a run's checkpoints need at most (training.resume's retention)."""
+    from mtpsd.training.resume import KEEP_RESUME_STATES  # torch: imported only when needed
+
     bw = s.weight_bytes
     model = m.params * bw
     state = model + plan_memory(m, s.changed(gpus=1, fsdp=False)).parts["optimizer state"]
