@@ -7,12 +7,7 @@ import json
 # first thing to fix on the terminal. Without GPUs (the embedded default, CI) it is not in the DAG.
 
 DOCTOR = "results/doctor.txt"
-if (
-    workflow.is_main_process
-    and GPUS is not None
-    and GPUS.count > 0
-    and workflow.global_resources["_nodes"].value is None
-):
+if workflow.is_main_process and GPUS is not None and GPUS.count > 0 and not ON_CLUSTER:
     GPU_PREFLIGHT.append(DOCTOR)
 
 

@@ -19,12 +19,14 @@ def _given_gpu_limit():
     return workflow.global_resources["gpu"].value
 
 
+# jobs go to a cluster (--jobs with an executor): each asks the scheduler for its GPUs
+ON_CLUSTER = workflow.global_resources["_nodes"].value is not None
 GPUS, GPU_LIMIT = None, None  # set in the main process (jobs do not detect again)
 if workflow.is_main_process:
     GPUS = detect_gpus()
     GPU_LIMIT = gpu_limit(
         given=_given_gpu_limit(),
-        cluster=workflow.global_resources["_nodes"].value is not None,
+        cluster=ON_CLUSTER,
         gpus=GPUS,
     )
     if GPU_LIMIT.limit is not None:

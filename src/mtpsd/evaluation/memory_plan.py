@@ -85,15 +85,19 @@ def eval_shape(source: str | Path) -> EvalShape:
     from mtpsd.training.memory_plan import _read_config
 
     src = Path(str(source))
-    name = src.stem if src.suffix == ".json" else src.name
     cfg = _read_config(source)
     cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    heads = int(cfg.num_attention_heads)
-    return EvalShape(name=name, params=model_shape(source).params, layers=int(cfg.num_hidden_layers),
-                     hidden=int(cfg.hidden_size), intermediate=int(cfg.intermediate_size), heads=heads,
-                     kv_heads=int(getattr(cfg, "num_key_value_heads", None) or heads),
-                     head_dim=int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads),
-                     vocab=int(cfg.vocab_size))
+    return _shape_of_values(cfg.to_dict(), src.stem if src.suffix == ".json" else src.name,
+                            model_shape(source).params)
+
+
+def _shape_of_values(d: dict, name: str, params: int) -> EvalShape:
+    """:class:`EvalShape` from ``config.json`` values and a parameter count."""
+    heads = int(d["num_attention_heads"])
+    return EvalShape(name=name, params=params, layers=int(d["num_hidden_layers"]), hidden=int(d["hidden_size"]),
+                     intermediate=int(d["intermediate_size"]), heads=heads,
+                     kv_heads=int(d.get("num_key_value_heads") or heads),
+                     head_dim=int(d.get("head_dim") or int(d["hidden_size"]) // heads), vocab=int(d["vocab_size"]))
 
 
 @dataclass(frozen=True)
@@ -276,11 +280,7 @@ def shape_of_dict(d: dict, name: str) -> EvalShape | None:
 
     if d.get("model_type") not in ("llama", "qwen3"):
         return None
-    heads = int(d["num_attention_heads"])
-    return EvalShape(name=name, params=arch_of_config(d, name).params, layers=int(d["num_hidden_layers"]),
-                     hidden=int(d["hidden_size"]), intermediate=int(d["intermediate_size"]), heads=heads,
-                     kv_heads=int(d.get("num_key_value_heads") or heads),
-                     head_dim=int(d.get("head_dim") or int(d["hidden_size"]) // heads), vocab=int(d["vocab_size"]))
+    return _shape_of_values(d, name, arch_of_config(d, name).params)
 
 
 def known_config(cfg) -> tuple[dict, str] | None:
@@ -332,15 +332,26 @@ def run_model_shape(cfg):
     """A run's ``training.memory_plan.ModelShape`` (meta device), from :func:`known_config`
     without the hub where it can, else from :func:`arch_source`; None for a model trained
     from scratch. Raises MtpsdError when the config cannot be read."""
-    from mtpsd.training.memory_plan import shape_of_config
+    import json
 
     known = known_config(cfg)
     if known is not None:
-        from transformers import AutoConfig
-
-        return shape_of_config(AutoConfig.for_model(**known[0]), known[1])
+        return _known_model_shape(json.dumps(known[0], sort_keys=True), known[1])
     src = arch_source(cfg)
     return None if src is None else model_shape(src)
+
+
+@functools.lru_cache(maxsize=8)
+def _known_model_shape(config_json: str, name: str):
+    """``training.memory_plan.shape_of_config`` of known config values, built once per config
+    (the meta-device model is the slow part; the doctor asks for it per check)."""
+    import json
+
+    from transformers import AutoConfig
+
+    from mtpsd.training.memory_plan import shape_of_config
+
+    return shape_of_config(AutoConfig.for_model(**json.loads(config_json)), name)
 
 
 def dry_run_batches(cfg, memory_bytes: float, *, device: str = "cuda") -> dict[str, int] | None:
